@@ -1,0 +1,382 @@
+"""Concept text → AST: the Lark parser, the input limits, and error messages with carets.
+
+The grammar file (``grammar/concepts.lark``) is the specification; :class:`_Builder` only maps
+each rule to a node constructor. The parser is LALR with ``strict=True`` and builds nodes while
+it parses (no intermediate parse tree, no recursion), so even a 10 000-leaf expression parses
+without touching Python's recursion limit. Limits are checked on the token stream before any
+node is built. Every failure on any input string is a :class:`ConceptSyntaxError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from pathlib import Path
+
+from .errors import ConceptSyntaxError
+from .expr import And, Concept, Expr, Not, Or, Weighted
+
+__all__ = ["parse", "MAX_CHARS", "MAX_DEPTH", "MAX_LEAVES", "grammar_path"]
+
+MAX_CHARS = 100_000
+MAX_DEPTH = 200
+MAX_LEAVES = 10_000
+
+_GRAMMAR_FILE = "concepts.lark"
+_CONTEXT = 40  # characters of context shown on each side of the caret
+
+# How terminals are named in "expected ..." messages, in the order they are listed.
+_DESCRIBE = {
+    "NAME": "a concept name",
+    "QUOTED": "a quoted name",
+    "NOT": "'~'",
+    "NUMBER": "a number",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "_AND": "'&'",
+    "_OR": "'|'",
+    "STAR": "'*'",
+    "EQUAL": "'='",
+    "COMMA": "','",
+    "MINUS": "'-'",
+    "$END": "end of input",
+}
+_OPERATOR_WORDS = {"and": "&", "or": "|", "not": "~"}
+
+
+def grammar_path() -> Path:
+    """Where the grammar file is: inside the installed package, else in the source tree."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "grammar" / _GRAMMAR_FILE, here.parent / "grammar" / _GRAMMAR_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"the grammar file {_GRAMMAR_FILE} is missing from {here}/grammar "
+                            f"and {here.parent}/grammar; reinstall conceptalg")
+
+
+class _SemanticError(Exception):
+    """A rule that parsed but is not allowed (a zero weight); carries the offending position."""
+
+    def __init__(self, message: str, pos: int) -> None:
+        super().__init__(message)
+        self.message, self.pos = message, pos
+
+
+class _Arg:
+    __slots__ = ("value", "start", "end")
+
+    def __init__(self, value: float, start: int, end: int) -> None:
+        self.value, self.start, self.end = value, start, end
+
+
+def _start(x) -> int:
+    return x.start_pos if hasattr(x, "start_pos") else (x.span[0] if isinstance(x, Expr) else x.start)
+
+
+def _end(x) -> int:
+    return x.end_pos if hasattr(x, "end_pos") else (x.span[1] if isinstance(x, Expr) else x.end)
+
+
+def _number(token, what: str) -> float:
+    value = float(token)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _SemanticError(f"{what} {str(token)!r} is too large: it must be finite", token.start_pos)
+    return value
+
+
+def _weight(token) -> float:
+    value = _number(token, "weight")
+    if value <= 0:
+        raise _SemanticError(f"weight {str(token)!r} must be > 0 (to negate a term use ~)",
+                             token.start_pos)
+    return value
+
+
+def _unquote(token) -> str:
+    body = str(token)[1:-1]
+    out, i = [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":  # the grammar only admits \' \" \\ here
+            i += 1
+            ch = body[i]
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+class _Builder:
+    """One short method per grammar rule: children in, AST node out (spans from tokens)."""
+
+    def start(self, c):
+        return c[0]
+
+    def or_(self, c):
+        return Or(*c, span=(_start(c[0]), _end(c[-1])))
+
+    def and_(self, c):
+        return And(*c, span=(_start(c[0]), _end(c[-1])))
+
+    def not_(self, c):
+        return Not(c[1], span=(_start(c[0]), _end(c[1])))
+
+    def prefix_weight(self, c):
+        return self._weighted(_weight(c[0]), c[2], c[0], (_start(c[0]), _end(c[2])))
+
+    def postfix_weight(self, c):
+        node, numbers = c[0], c[2::2]
+        weight = 1.0
+        for token in numbers:
+            weight *= _weight(token)
+        return self._weighted(weight, node, numbers[-1], (_start(c[0]), _end(c[-1])))
+
+    @staticmethod
+    def _weighted(weight, node, token, span):
+        try:
+            return Weighted(weight, node, span=span)
+        except ValueError as e:  # a chain whose product overflows or underflows
+            raise _SemanticError(f"the weights multiply to {e}", token.start_pos) from None
+
+    def group(self, c):
+        node = c[1]
+        return type(node)(*node._args(), span=(_start(c[0]), _end(c[2])))
+
+    def bare(self, c):
+        return Concept(str(c[0]), span=(_start(c[0]), _end(c[0])))
+
+    def quoted(self, c):
+        return Concept(_unquote(c[0]), span=(_start(c[0]), _end(c[0])))
+
+    def qualified(self, c):
+        factor, value = c[0], c[2]
+        text = _unquote(value) if value.type == "QUOTED" else str(value)
+        return Concept(text, factor=str(factor), span=(_start(factor), _end(value)))
+
+    def parametric(self, c):
+        args = tuple(a.value for a in c if isinstance(a, _Arg))
+        return Concept(str(c[0]), args=args, span=(_start(c[0]), _end(c[-1])))
+
+    def arg(self, c):
+        minus, number = c
+        value = _number(number, "argument")
+        start = minus.start_pos if minus is not None else number.start_pos
+        return _Arg(-value if minus is not None else value, start, number.end_pos)
+
+
+@functools.lru_cache(maxsize=1)
+def _parser():
+    from lark import Lark  # lark is imported on first parse, not on `import conceptalg`
+
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="basic",
+                strict=True, maybe_placeholders=True, transformer=_Builder(),
+                propagate_positions=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse(text: str) -> Expr:
+    """Parse concept-expression text into an AST.
+
+    Raises :class:`ConceptSyntaxError` (with ``.line``, ``.column`` and a caret message) for any
+    text that is not a valid expression, and ``TypeError`` for a non-string.
+
+    Example:
+        >>> parse("2*~red & circle | 'or'")
+        Or(And(Weighted(2.0, Not(Concept('red'))), Concept('circle')), Concept('or'))
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse() takes a str, got {type(text).__name__}")
+    return _parse(text)
+
+
+def _parse(text: str) -> Expr:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+    if len(text) > MAX_CHARS:
+        raise _error(text, MAX_CHARS, f"the expression is {len(text)} characters long; the limit "
+                     f"is {MAX_CHARS}")
+    tokens, lexed_all = _check_limits(text)
+    if not tokens and lexed_all:
+        raise _error(text, 0, "empty expression; expected a concept such as `red` or "
+                     "`red & circle`")
+    try:
+        return _parser().parse(text)
+    except _SemanticError as e:
+        raise _error(text, e.pos, e.message) from None
+    except UnexpectedToken as e:
+        raise _unexpected_token(text, e, tokens) from None
+    except UnexpectedCharacters as e:
+        raise _unexpected_character(text, e.pos_in_stream) from None
+    except UnexpectedInput as e:  # any other lark complaint still becomes our error
+        raise _error(text, getattr(e, "pos_in_stream", 0) or 0, str(e).splitlines()[0]) from None
+    except RecursionError:  # not reachable with the limits above; a last line of defence
+        raise _error(text, 0, "the expression is nested too deeply") from None
+
+
+def _check_limits(text: str) -> tuple[list, bool]:
+    """Lex ``text`` and check nesting depth and leaf count before any node is built.
+
+    Depth counts open parentheses, pending prefix operators (``~``, ``2 *``) and postfix weight
+    chains (``a * 2 * 3``). Returns the tokens lexed (up to the first bad character, which the
+    parser then reports in order) and whether the whole text lexed.
+    """
+    from lark.exceptions import UnexpectedCharacters
+
+    tokens, lexed_all = [], True
+    try:
+        for tok in _parser().lex(text):
+            tokens.append(tok)
+    except UnexpectedCharacters:
+        lexed_all = False
+    opened: list[int] = []  # prefix operators pending when each "(" opened
+    pending_in_groups = pending = postfix = leaves = 0
+    in_args = after_operand = after_postfix_star = False
+    for i, tok in enumerate(tokens):
+        kind = tok.type
+        prev = tokens[i - 1].type if i else None
+        postfix_star, operand = False, False
+        if in_args:  # inside at(0.3, -0.7): numbers, not nesting
+            in_args = kind != "RPAR"
+            after_operand = not in_args
+            continue
+        if kind == "NOT":
+            pending += 1
+        elif kind == "NUMBER":
+            operand = after_postfix_star or prev == "EQUAL"
+            pending += not operand  # a prefix weight `2 * ...`
+        elif kind == "STAR":
+            postfix_star = after_operand
+            postfix += postfix_star
+        elif kind == "LPAR" and prev == "NAME":
+            in_args = True
+        elif kind == "LPAR":
+            opened.append(pending)
+            pending_in_groups += pending
+            pending = postfix = 0
+        elif kind == "RPAR":
+            pending_in_groups -= opened.pop() if opened else 0
+            pending, operand = 0, True
+        elif kind in ("NAME", "QUOTED"):
+            leaves += prev != "EQUAL"
+            pending, operand = 0, True
+        elif kind in ("_AND", "_OR"):
+            pending = postfix = 0
+        after_operand, after_postfix_star = operand, postfix_star
+        depth = len(opened) + pending_in_groups + pending + postfix
+        if depth > MAX_DEPTH:
+            raise _error(text, tok.start_pos, f"the expression is nested more than {MAX_DEPTH} "
+                         "deep (parentheses, ~ chains and weight chains all count); "
+                         "flatten it, e.g. write `a & b & c` rather than `(a & (b & c))`")
+        if leaves > MAX_LEAVES:
+            raise _error(text, tok.start_pos, f"the expression has more than {MAX_LEAVES} "
+                         "concepts; split it into several expressions")
+    return tokens, lexed_all
+
+
+# --- error messages -----------------------------------------------------------------------
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return line, column
+
+
+def _visible(ch: str) -> str:
+    if ch == "\t":
+        return " "
+    return "?" if unicodedata.category(ch) in ("Cc", "Cs", "Cf", "Zl", "Zp") else ch
+
+
+def _context(text: str, pos: int) -> str:
+    line_start = text.rfind("\n", 0, pos) + 1
+    line_end = text.find("\n", pos)
+    line_end = len(text) if line_end < 0 else line_end
+    lo, hi = max(line_start, pos - _CONTEXT), min(line_end, pos + _CONTEXT)
+    prefix = "..." if lo > line_start else ""
+    suffix = "..." if hi < line_end else ""
+    shown = "".join(_visible(ch) for ch in text[lo:hi])
+    return f"  {prefix}{shown}{suffix}\n  {' ' * (len(prefix) + pos - lo)}^"
+
+
+def _error(text: str, pos: int, message: str) -> ConceptSyntaxError:
+    pos = max(0, min(pos, len(text)))
+    line, column = _line_col(text, pos)
+    return ConceptSyntaxError(message, text=text, line=line, column=column,
+                              context=_context(text, pos))
+
+
+def _show(value: str) -> str:
+    value = value if len(value) <= 30 else value[:27] + "..."
+    return repr(value)
+
+
+def _describe_expected(expected) -> str:
+    names = [_DESCRIBE[k] for k in _DESCRIBE if k in expected]
+    names += sorted(k for k in expected if k not in _DESCRIBE)
+    if len(names) <= 1:
+        return names[0] if names else "nothing"
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _unexpected_token(text: str, e, tokens: list) -> ConceptSyntaxError:
+    tok, expected = e.token, set(e.expected)
+    if tok.type == "$END":
+        pos = tokens[-1].end_pos if tokens else 0
+        found = "end of input"
+    else:
+        pos = tok.start_pos
+        found = _show(str(tok))
+        if tok.type in ("_AND", "_OR", "NOT") and str(tok) in _OPERATOR_WORDS:
+            found = f"reserved word {found}"
+    message = f"unexpected {found}; expected {_describe_expected(expected)}"
+    index = next((i for i, t in enumerate(tokens) if t.start_pos == pos), len(tokens))
+    prev = tokens[index - 1] if index > 0 else None
+    hint = _hint(tok, expected, prev, tokens, index)
+    if hint:
+        message += f". {hint}"
+    return _error(text, pos, message)
+
+
+def _hint(tok, expected, prev, tokens, index) -> str:
+    value = str(tok)
+    wants_operand = "NAME" in expected
+    if tok.type == "NAME" and value.lower() in _OPERATOR_WORDS:
+        return (f"Did you mean `{_OPERATOR_WORDS[value.lower()]}`? The words and/or/not are "
+                f"operators only in lower case; `{value}` is a concept name")
+    if tok.type in ("_AND", "_OR", "NOT") and value in _OPERATOR_WORDS and wants_operand:
+        return f"`{value}` is a reserved word: quote it ('{value}') to use it as a concept name"
+    if prev is not None and prev.type == "STAR" and tok.type != "NUMBER":
+        return ("A weight multiplies one term by a number; combine concepts with & "
+                "(e.g. `a & 0.5 * b`)")
+    if tok.type == "MINUS":
+        return "Weights must be positive: negate a term with ~ (e.g. `a & ~b`)"
+    if tok.type in ("NAME", "QUOTED", "LPAR", "NUMBER", "NOT") and ("_AND" in expected
+                                                                     or "_OR" in expected):
+        before = _show(str(prev)) if prev is not None else "the previous term"
+        return f"Missing operator between {before} and {_show(value)}: write & (and) or | (or)"
+    if tok.type == "RPAR" and not wants_operand:
+        depth = sum(1 if t.type == "LPAR" else -1 if t.type == "RPAR" else 0
+                    for t in tokens[:index])
+        if depth <= 0:
+            return "This ')' has no matching '('"
+    if tok.type == "RPAR" and prev is not None and prev.type == "LPAR":
+        return "Empty parentheses: put an expression inside, e.g. `(a | b)`"
+    if tok.type == "$END" and "RPAR" in expected:
+        return "A '(' is never closed"
+    return ""
+
+
+def _unexpected_character(text: str, pos: int) -> ConceptSyntaxError:
+    ch = text[pos]
+    message = f"unexpected character {_show(ch)}"
+    if ch in "'\"":
+        message += (f"; a quoted name must be closed on the same line with {ch}, be non-empty, "
+                    "and use only the escapes \\' \\\" \\\\")
+    elif ch == "-":
+        message += "; weights must be positive: negate a term with ~ (e.g. `a & ~b`)"
+    elif ch.isalpha() or ch.isdigit():
+        message += ("; names use ASCII letters, digits and _ (quote other names, e.g. "
+                    f"'{ch}')")
+    else:
+        message += ("; expected a concept name, a quoted name, a number or one of "
+                    "& | ~ ! ( ) * , =")
+    return _error(text, pos, message)
