@@ -7,7 +7,12 @@ Example:
     >>> import conceptalg
     >>> str(conceptalg.parse("red&circle|~blue"))
     'red & circle | ~blue'
+
+``import conceptalg`` and :func:`parse` do not import torch: the tensor side of the API
+(``compose``, ``sample``, ``load``, ``train``, ...) is loaded on first use.
 """
+
+from importlib import import_module
 
 from .errors import (CheckpointError, CompileError, ConceptAlgError, ConceptSyntaxError,
                      SamplerError, UnknownConceptError)
@@ -16,9 +21,33 @@ from .syntax import parse
 
 __version__ = "0.1.0"
 
+# Public names whose modules import torch: resolved lazily by __getattr__ (PEP 562).
+_LAZY = {
+    "compose": "conceptalg.compiler",
+    "ComposedEnergy": "conceptalg.compiler",
+    "ConceptLibrary": "conceptalg.concepts",
+    "sample": "conceptalg.sampling",
+    "load": "conceptalg.training.checkpoint",
+    "train": "conceptalg.training",
+}
+
 __all__ = [
     "parse", "simplify", "concepts",
     "Expr", "Concept", "And", "Or", "Not", "Weighted",
     "ConceptAlgError", "ConceptSyntaxError", "UnknownConceptError", "CompileError",
     "SamplerError", "CheckpointError",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conceptalg' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,1 @@
+"""Evaluation: evaluators (classifiers, analytic decoders), metrics, two-sample tests."""
