@@ -91,3 +91,48 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .compiler import explain
+
+    concepts = None
+    if args.model is not None:
+        try:
+            from . import load
+        except (ImportError, AttributeError) as e:
+            _err(f"conceptalg explain: cannot load models in this installation "
+                 f"(conceptalg.load is unavailable: {e})")
+            return 1
+        try:
+            concepts = load(args.model)
+        except ConceptAlgError:
+            raise
+        except (OSError, ValueError, ImportError) as e:
+            _err(f"conceptalg explain: cannot load a model from {args.model}: {e}")
+            return 1
+    _out(explain(args.expr, concepts, semantics=args.semantics,
+                 or_temperature=args.or_temperature))
+    if concepts is None:
+        _out("(no --model: names are not checked and a base energy E_0 is assumed)")
+    return 0
+
+
+def _register_explain(sub) -> None:
+    p = sub.add_parser("explain", help="show how an expression compiles to an energy",
+                       description="Print the normal form of a concept expression, its leaves "
+                                   "and its energy formula under a semantics. With --model, "
+                                   "check every name against a trained model.",
+                       epilog='Example: conceptalg explain "red & ~circle | 2 * blue" '
+                              '--semantics guidance')
+    p.add_argument("expr", metavar="EXPR", help='a concept expression, e.g. "red & ~circle"')
+    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default="product",
+                   help="how AND/OR/NOT become energies (default: product)")
+    p.add_argument("--or-temperature", type=float, default=1.0, metavar="TAU",
+                   help="temperature of OR's soft minimum (default: 1)")
+    p.add_argument("--model", metavar="DIR", default=None,
+                   help="a trained model (run directory or checkpoint) to check names against")
+    p.set_defaults(func=_cmd_explain)
+
+
+_EXTRA_COMMANDS.append(_register_explain)

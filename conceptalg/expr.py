@@ -41,11 +41,11 @@ def _quote(text: str) -> str:
 
 def _check_weight(weight: object) -> float:
     try:
+        if isinstance(weight, (bool, str, bytes)):
+            raise TypeError
         w = float(weight)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise TypeError(f"a weight must be a real number, got {weight!r}") from None
-    if isinstance(weight, bool):
-        raise TypeError(f"a weight must be a real number, got {weight!r}")
     if not math.isfinite(w):
         raise ValueError(f"weight must be finite, got {w!r}")
     if w <= 0:
@@ -157,6 +157,8 @@ class Concept(Expr):
                  args: Sequence[float] | None = None, *, span=None) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a concept name must be a non-empty string, got {name!r}")
+        if "\n" in name:
+            raise ValueError(f"a concept name cannot contain a line break, got {name!r}")
         if factor is not None:
             if not isinstance(factor, str) or not is_name(factor):
                 raise ValueError(f"a factor must be an identifier that is not a reserved word, "

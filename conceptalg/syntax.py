@@ -134,8 +134,10 @@ class _Builder:
     def _weighted(weight, node, token, span):
         try:
             return Weighted(weight, node, span=span)
-        except ValueError as e:  # a chain whose product overflows or underflows
-            raise _SemanticError(f"the weights multiply to {e}", token.start_pos) from None
+        except ValueError:  # a chain whose product overflows or underflows
+            product = weight * node.weight if isinstance(node, Weighted) else weight
+            raise _SemanticError(f"the chained weights multiply to {product!r}; the product must "
+                                 "be finite and > 0", token.start_pos) from None
 
     def group(self, c):
         node = c[1]
@@ -168,8 +170,20 @@ def _parser():
     from lark import Lark  # lark is imported on first parse, not on `import conceptalg`
 
     return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="basic",
-                strict=True, maybe_placeholders=True, transformer=_Builder(),
-                propagate_positions=False)
+                strict=True, maybe_placeholders=True, transformer=_Builder())
+
+
+@functools.lru_cache(maxsize=1)
+def _lexer():
+    """A lexer-only twin of the parser, built once, for the limit checks on the token stream.
+
+    ``strict`` is off here only because the parser above already proved the same terminals
+    collision-free (the check costs tens of milliseconds).
+    """
+    from lark import Lark
+
+    _parser()
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser=None, lexer="basic")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -223,7 +237,7 @@ def _check_limits(text: str) -> tuple[list, bool]:
 
     tokens, lexed_all = [], True
     try:
-        for tok in _parser().lex(text):
+        for tok in _lexer().lex(text):
             tokens.append(tok)
     except UnexpectedCharacters:
         lexed_all = False
@@ -327,8 +341,12 @@ def _unexpected_token(text: str, e, tokens: list) -> ConceptSyntaxError:
         found = _show(str(tok))
         if tok.type in ("_AND", "_OR", "NOT") and str(tok) in _OPERATOR_WORDS:
             found = f"reserved word {found}"
-    message = f"unexpected {found}; expected {_describe_expected(expected)}"
     index = next((i for i, t in enumerate(tokens) if t.start_pos == pos), len(tokens))
+    # LALR merges look-ahead sets across contexts: drop ')' when no '(' is open, and the end
+    # of input when one is, so the message lists only what could really come next.
+    depth = sum(1 if t.type == "LPAR" else -1 if t.type == "RPAR" else 0 for t in tokens[:index])
+    expected.discard("RPAR" if depth <= 0 else "$END")
+    message = f"unexpected {found}; expected {_describe_expected(expected)}"
     prev = tokens[index - 1] if index > 0 else None
     hint = _hint(tok, expected, prev, tokens, index)
     if hint:
@@ -347,6 +365,9 @@ def _hint(tok, expected, prev, tokens, index) -> str:
     if prev is not None and prev.type == "STAR" and tok.type != "NUMBER":
         return ("A weight multiplies one term by a number; combine concepts with & "
                 "(e.g. `a & 0.5 * b`)")
+    if "MINUS" in expected and tok.type != "NUMBER":
+        return ("The arguments of a parametric concept are numbers, e.g. `at(0.3, -0.7)`; "
+                "if you meant a group, put an operator before '(' (missing operator?)")
     if tok.type == "MINUS":
         return "Weights must be positive: negate a term with ~ (e.g. `a & ~b`)"
     if tok.type in ("NAME", "QUOTED", "LPAR", "NUMBER", "NOT") and ("_AND" in expected
