@@ -1,0 +1,272 @@
+"""`ConceptModel`: a backbone plus concept heads, usable directly as a concept library.
+
+Three kinds of heads (design §6), all computing ``[B, K]`` outputs for K requested heads in one
+call (the batching protocol of :class:`conceptalg.concepts.ConceptEnergyModel`):
+
+- ``linear``: one linear energy head per concept on a shared trunk,
+  ``E_k(x) = w_k · h(x) + b_k``. The trunk runs once for any number of heads.
+- ``film``: concept-embedding conditioning. Each concept (and each parametric concept's
+  arguments, through Fourier features and an MLP) has an embedding that modulates every block
+  of the trunk (FiLM, Du et al. 2020); ``E(x | c) = w · h(x; c) + b``. One trunk pass per
+  requested head, but the only kind that handles ``at(x, y)``.
+- ``classifier``: an unconditional base EBM ``E_0(x) = w_0 · h(x) + b_0`` plus a softmax
+  classifier per factor; head ``factor=value`` outputs ``log p(value | x)`` and
+  ``E_c = E_0 − log p(c | x)`` (JEM). Probabilistic, so ``semantics="logic"`` works.
+
+Every model also has a base head ``E_0`` (named ``BASE``): for linear and FiLM heads an
+unconditional head trained on all data, so negations have an anchor.
+
+The configuration is a dataclass saved with checkpoints; ``ConceptModel(config)`` rebuilds the
+same network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+
+__all__ = ["ModelConfig", "ConceptModel", "BASE", "HEAD_KINDS"]
+
+BASE = "__base__"
+HEAD_KINDS = ("linear", "film", "classifier")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`ConceptModel` (saved in checkpoints as JSON).
+
+    ``factors`` maps each factor to its values (concept ``factor=value``); ``parametric``
+    maps parametric concept names to their number of arguments (``{"at": 2}``; FiLM only).
+    ``temperature`` is the temperature ``T = σ²/(2λ)`` of the Langevin dynamics the energies
+    were trained with; the library exposes ``E / T`` so that samplers see ``T = 1``.
+    ``sampler_defaults`` are keyword defaults for :func:`conceptalg.sample`.
+    """
+
+    sample_shape: tuple[int, ...]
+    factors: dict[str, list[str]] = field(default_factory=dict)
+    parametric: dict[str, int] = field(default_factory=dict)
+    heads: str = "linear"
+    backbone: str = "conv"
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    embedding_dim: int = 64
+    bounds: tuple[float, float] | None = (0.0, 1.0)
+    temperature: float = 1.0
+    sampler_defaults: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sample_shape = tuple(int(s) for s in self.sample_shape)
+        self.factors = {str(f): [str(v) for v in values] for f, values in self.factors.items()}
+        self.parametric = {str(k): int(v) for k, v in self.parametric.items()}
+        if self.bounds is not None:
+            self.bounds = (float(self.bounds[0]), float(self.bounds[1]))
+        if self.heads not in HEAD_KINDS:
+            raise ValueError(f"heads must be one of {HEAD_KINDS}, got {self.heads!r}")
+        if self.parametric and self.heads != "film":
+            raise ValueError(f"parametric concepts {sorted(self.parametric)} need heads='film' "
+                             f"(a linear or classifier head cannot take arguments)")
+        if not self.factors and not self.parametric:
+            raise ValueError("a model needs at least one factor or parametric concept")
+        for f, values in self.factors.items():
+            if len(set(values)) != len(values) or not values:
+                raise ValueError(f"factor {f!r} needs distinct values, got {values}")
+            if self.heads == "classifier" and len(values) < 2:
+                raise ValueError(f"a classifier factor needs ≥ 2 values; {f!r} has {values}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
+
+    @property
+    def concept_names(self) -> list[str]:
+        """Head names: ``factor=value`` for every factor value, then parametric names."""
+        return [f"{f}={v}" for f, values in self.factors.items() for v in values] + \
+            list(self.parametric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**data)
+
+
+def _fourier(args: torch.Tensor, bands: int = 6) -> torch.Tensor:
+    """``[B, n] -> [B, n·2·bands]`` sin/cos features at frequencies 2^k·π."""
+    freqs = (2.0 ** torch.arange(bands, device=args.device, dtype=args.dtype)) * math.pi
+    angles = args.unsqueeze(-1) * freqs  # [B, n, bands]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+class ConceptModel(nn.Module):
+    """A trained (or trainable) concept model; ``compose`` accepts it as a concept library.
+
+    Example:
+        >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left", "right"]},
+        ...                   backbone="mlp", backbone_options={"hidden": (32, 32)}, bounds=None)
+        >>> model = ConceptModel(cfg)
+        >>> model.concept_energies(torch.zeros(4, 2), ["side=left", "side=right"]).shape
+        torch.Size([4, 2])
+        >>> import conceptalg
+        >>> energy = conceptalg.compose("left & ~right", model)
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = build_backbone(config.backbone, config.sample_shape,
+                                    **config.backbone_options)
+        features = self.trunk.out_features
+        self.head_names = config.concept_names
+        self.index = {name: i for i, name in enumerate(self.head_names)}
+        n = len(self.head_names)
+        if config.heads == "linear":
+            self.energy = nn.Linear(features, n + 1)  # row n is the base head
+        elif config.heads == "film":
+            d = config.embedding_dim
+            self.embedding = nn.Embedding(n + 1, d)  # row n is the base (no concept)
+            self.arg_nets = nn.ModuleDict({
+                name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
+                for name, k in config.parametric.items()})
+            self.film = nn.ModuleList(nn.Linear(d, size) for size in self.trunk.film_sizes)
+            for layer in self.film:  # start as the identity modulation
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            self.energy = nn.Linear(features, 1)
+        else:
+            self.energy = nn.Linear(features, 1)  # E_0
+            self.classifiers = nn.ModuleDict({
+                f: nn.Linear(features, len(values)) for f, values in config.factors.items()})
+            self.value_index = {f"{f}={v}": (f, j) for f, values in config.factors.items()
+                                for j, v in enumerate(values)}
+
+    # --- the batching protocol ----------------------------------------------------------
+    def concept_energies(self, x: torch.Tensor, heads: Sequence[str],
+                         args: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Raw head outputs ``[B, K]`` for ``heads`` (energies, or ``log p(c|x)`` for
+        classifier heads); ``BASE`` names the base energy. ``args`` (aligned with ``heads``)
+        gives ``[B, n]`` arguments for parametric heads."""
+        kind = self.config.heads
+        if kind == "linear":
+            rows = torch.tensor([self._row(h) for h in heads], device=x.device)
+            h = self.trunk(x)  # [B, F]
+            return h @ self.energy.weight[rows].T + self.energy.bias[rows]  # [B, K]
+        if kind == "classifier":
+            h = self.trunk(x)  # [B, F]
+            log_probs = {f: torch.log_softmax(layer(h), dim=1)
+                         for f, layer in self.classifiers.items()}  # only ~3 factors: cheap
+            columns = []
+            for name in heads:
+                if name == BASE:
+                    columns.append(self.energy(h)[:, 0])
+                else:
+                    f, j = self._value(name)
+                    columns.append(log_probs[f][:, j])
+            return torch.stack(columns, dim=1)  # [B, K]
+        # film: one conditioned trunk pass per head, batched as [K·B]
+        b = x.shape[0]
+        embeddings = [self._embed(name, None if args is None else args[k], b, x)
+                      for k, name in enumerate(heads)]
+        e = torch.cat(embeddings)  # [K·B, d]
+        xs = x.repeat((len(heads),) + (1,) * (x.dim() - 1))  # [K·B, ...]
+        out = self.energy(self.trunk(xs, [layer(e) for layer in self.film]))[:, 0]
+        return out.reshape(len(heads), b).T  # [B, K]
+
+    def energies_for(self, x: torch.Tensor, head_index: torch.Tensor,
+                     args: torch.Tensor | None = None) -> torch.Tensor:
+        """One head per row: ``E[i] = head[head_index[i]](x[i])`` (``-1`` = base); used by
+        contrastive-divergence training, where every chain targets its own concept. For
+        classifier heads this is ``E_0`` for every row (only the base is trained by CD)."""
+        kind = self.config.heads
+        n = len(self.head_names)
+        rows = torch.where(head_index < 0, torch.full_like(head_index, n), head_index)
+        h_kwargs = {}
+        if kind == "film":
+            e = self.embedding(rows)  # [B, d]
+            if args is not None and self.config.parametric:
+                for name, net in self.arg_nets.items():
+                    mask = rows == self.index[name]
+                    e = torch.where(mask[:, None], e + net(_fourier(args)), e)
+            h_kwargs["conditions"] = [layer(e) for layer in self.film]
+        h = self.trunk(x, **h_kwargs)
+        if kind == "linear":
+            return (h * self.energy.weight[rows]).sum(1) + self.energy.bias[rows]  # [B]
+        return self.energy(h)[:, 0]
+
+    def classifier_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-factor logits ``{factor: [B, V]}`` (classifier heads only)."""
+        if self.config.heads != "classifier":
+            raise ValueError("classifier_logits needs heads='classifier'")
+        h = self.trunk(x)
+        return {f: layer(h) for f, layer in self.classifiers.items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The base energy ``E_0(x)`` (an unconditional EBM), ``[B]``."""
+        return self.concept_energies(x, [BASE])[:, 0]
+
+    # --- the concept-library interface ---------------------------------------------------
+    def as_concept_library(self):
+        """A :class:`~conceptalg.concepts.ConceptLibrary` over this model's heads (energies
+        exposed at temperature 1), carrying the model's sampling hints."""
+        from ..concepts import ConceptLibrary
+
+        cfg = self.config
+        lib = ConceptLibrary()
+        kind = "log_prob" if cfg.heads == "classifier" else "energy"
+        heads = {name: None for name in self.head_names}
+        head_temperature = 1.0 if kind == "log_prob" else cfg.temperature
+        lib.add_model(self, heads, kind=kind, parametric=list(cfg.parametric),
+                      temperature=head_temperature)
+        lib.set_base(self, BASE, temperature=cfg.temperature)
+        lib.sample_shape = cfg.sample_shape
+        lib.bounds = cfg.bounds
+        lib.sampler_defaults = dict(cfg.sampler_defaults)
+        return lib
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.config.sample_shape
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        return self.config.bounds
+
+    @property
+    def sampler_defaults(self) -> dict[str, Any]:
+        return dict(self.config.sampler_defaults)
+
+    def _row(self, name: str) -> int:
+        if name == BASE:
+            return len(self.head_names)
+        try:
+            return self.index[name]
+        except KeyError:
+            raise KeyError(f"{type(self).__name__} has no head {name!r}; heads: "
+                           f"{self.head_names}") from None
+
+    def _value(self, name: str) -> tuple[str, int]:
+        try:
+            return self.value_index[name]
+        except KeyError:
+            raise KeyError(f"no classifier head {name!r}; heads: {self.head_names}") from None
+
+    def _embed(self, name: str, args: torch.Tensor | None, b: int, x: torch.Tensor):
+        e = self.embedding.weight[self._row(name)].expand(b, -1)  # [B, d]
+        if name in self.config.parametric:
+            if args is None:
+                raise ValueError(f"parametric head {name!r} needs arguments")
+            e = e + self.arg_nets[name](_fourier(args.to(x.dtype).expand(b, -1)))
+        return e
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (f"heads={cfg.heads!r}, concepts={len(self.head_names)}, "
+                f"sample_shape={cfg.sample_shape}, temperature={cfg.temperature:g}")

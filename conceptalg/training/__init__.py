@@ -1,0 +1,49 @@
+"""Training: contrastive divergence, classifier heads (JEM), data adapters, checkpoints.
+
+``conceptalg.train(data, ...)`` is the one-call entry point; :class:`Trainer` gives control
+over the loop (resume, callbacks, new heads on a frozen trunk).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models.model import ConceptModel
+from .cd import TrainConfig, Trainer, TrainingDiverged, default_train_config
+from .data import BUILTIN_DATA, ConceptData, builtin_data
+
+__all__ = ["train", "Trainer", "TrainConfig", "TrainingDiverged", "ConceptData",
+           "builtin_data", "default_train_config", "BUILTIN_DATA"]
+
+
+def train(data, labels=None, *, heads: str = "linear", steps: int | None = None,
+          model: ConceptModel | None = None, device=None, progress: bool = False,
+          **config: Any) -> ConceptModel:
+    """Train concept heads and return the model (a concept library ``compose`` accepts).
+
+    ``data`` is a built-in dataset name (``"toy2d"``, ``"shapes"``, ``"scenes"``,
+    ``"digits"``), a :class:`ConceptData`, or a tensor of samples with ``labels`` (a dict
+    factor → value names, or one list of concept names). ``heads`` is ``"linear"``,
+    ``"film"`` or ``"classifier"``; other keywords are :class:`TrainConfig` fields.
+
+    Example:
+        >>> import torch, conceptalg
+        >>> x = torch.cat([torch.randn(100, 2) - 2, torch.randn(100, 2) + 2]).clamp(-5, 5)
+        >>> model = conceptalg.train(x, ["left"] * 100 + ["right"] * 100, steps=10,
+        ...                          bounds=(-5.0, 5.0))
+        >>> energy = conceptalg.compose("left & ~right", model)
+    """
+    bounds = config.pop("bounds", None)
+    if isinstance(data, str):
+        data = builtin_data(data, **({"n": config.pop("n")} if "n" in config else {}))
+    elif not isinstance(data, ConceptData):
+        if labels is None:
+            raise ValueError("give labels for your samples (a dict factor -> values, or a list "
+                             "of concept names)")
+        data = ConceptData.from_labels(data, labels, bounds=bounds)
+    if steps is not None:
+        config["steps"] = steps
+    trainer = Trainer(data, model=model, config=default_train_config(data.sample_shape, **config),
+                      heads=heads, device=device)
+    trainer.fit(progress=progress)
+    return trainer.model

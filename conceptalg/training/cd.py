@@ -1,0 +1,432 @@
+"""Contrastive-divergence training of concept heads (design §6), the one home of the CD loop.
+
+Each iteration draws a batch of data ``x+`` and, per sample, one concept that holds for it (a
+factor value, a parametric concept with one of its argument sets, or — with probability
+``base_fraction`` — the base ``E_0``). Negatives ``x−`` start from a per-concept replay buffer
+(95 %) or uniform noise (5 %) and run ``langevin_steps`` of short-run Langevin dynamics
+``x ← x − λ∇E(x) + σξ`` on that concept's energy (each pixel's move capped at ``move_clip``,
+clamped to the data bounds). The loss (Du & Mordatch 2019; Du et al. 2020, 2021) is
+
+    L = mean E(x+) − mean E(x−) + α (mean E(x+)² + mean E(x−)²)  [+ KL term] [+ entropy term]
+
+with the KL term of improved CD: the last Langevin step is made differentiable, the chain's
+end point is scored by the energy with frozen parameters, so its gradient reaches θ only
+through that step. The entropy term pushes negatives away from their nearest neighbours in the
+buffer. Adam with β1 = 0 and parameter-gradient clipping. Classifier heads (JEM) train their
+classifiers by cross-entropy and only the base ``E_0`` by CD.
+
+The dynamics define the energies' temperature ``T = σ²/(2λ)``; the trained model records it so
+that composed energies are exposed at ``T = 1`` (design §4).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import ConceptAlgError
+from ..models.model import ConceptModel, ModelConfig
+from ..sampling.base import Bounds
+from ..sampling.buffer import ReplayBuffer
+from ..sampling.langevin import Langevin
+from .data import ConceptData
+
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "default_train_config"]
+
+
+class TrainingDiverged(ConceptAlgError, RuntimeError):
+    """Training stopped because energies or the loss went non-finite or exploded; the model
+    holds the weights of the last good step (``trainer.model``)."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of contrastive-divergence training (saved with checkpoints).
+
+    The Langevin settings are in the units of the data: ``step_size`` λ, ``noise_scale`` σ,
+    ``move_clip`` the largest move of one coordinate per step (``None``: no cap). Image
+    defaults follow references.md: λ = 100, σ = 0.005, cap 0.05, spectral norm, data noise
+    0.02, lr 1e-4, Adam (0, 0.999), α = 1, 20 steps, buffer 10 000, 5 % re-initialisation.
+    """
+
+    steps: int = 10_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+    alpha: float = 1.0
+    langevin_steps: int = 20
+    step_size: float = 100.0
+    noise_scale: float = 0.005
+    move_clip: float | None = 0.05
+    data_noise: float = 0.02
+    buffer_size: int = 10_000
+    reinit: float = 0.05
+    base_fraction: float = 0.1
+    kl_weight: float = 0.0
+    entropy_weight: float = 0.0
+    ce_weight: float = 1.0
+    grad_clip: float = 1.0
+    max_energy: float = 1e4
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        for name in ("steps", "batch_size", "langevin_steps", "buffer_size", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
+        for name in ("lr", "step_size", "noise_scale", "grad_clip", "max_energy"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        for name in ("reinit", "base_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+
+    @property
+    def temperature(self) -> float:
+        """``T = σ² / (2λ)``: the temperature at which the trained energies are meaningful."""
+        return self.noise_scale ** 2 / (2 * self.step_size)
+
+    def sampler_defaults(self) -> dict[str, Any]:
+        """Keyword defaults for ``sample()`` on energies exposed at T = 1 that reproduce the
+        training dynamics (step ``λT = σ²/2``, noise σ, the same per-coordinate move cap) with
+        twice the training chain length (references.md: 1–2× works best for short-run EBMs)."""
+        h = self.step_size * self.temperature
+        out: dict[str, Any] = {"sampler": "langevin", "steps": 2 * self.langevin_steps,
+                               "warmup": 0, "step_size": h}
+        if self.move_clip is not None:
+            out["grad_clip"] = self.move_clip / h
+        return out
+
+
+def default_train_config(sample_shape, **overrides) -> TrainConfig:
+    """Defaults by kind of data: the image recipe for ``[C, H, W]``, and exact-temperature
+    Langevin (T = 1, λ = 0.01, σ = √(2λ), no cap, no data noise, α = 0.01) for vectors."""
+    if len(tuple(sample_shape)) == 3:
+        return TrainConfig(**overrides)
+    # At T = 1 the energy gap between data and empty space must reach several nats; the
+    # penalty α(E+² + E−²) caps it near 1/α, so vectors use a small α.
+    base = dict(step_size=0.01, noise_scale=math.sqrt(0.02), move_clip=None, data_noise=0.0,
+                lr=1e-3, langevin_steps=20, batch_size=256, alpha=0.01)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@dataclass
+class _Batch:
+    x: Tensor           # [B, *shape] positives (with data noise)
+    head: Tensor        # [B] head index, -1 = base
+    args: Tensor | None  # [B, n] parametric arguments (zeros where unused)
+    labels: dict[str, Tensor]  # factor -> [B] value index (-1 unknown), for classifier heads
+
+
+class Trainer:
+    """Trains a :class:`ConceptModel` on :class:`ConceptData` by contrastive divergence.
+
+    Example:
+        >>> from conceptalg.training import ConceptData, Trainer, default_train_config
+        >>> x = torch.cat([torch.randn(200, 2) - 2, torch.randn(200, 2) + 2]).clamp(-5, 5)
+        >>> data = ConceptData.from_labels(x, ["left"] * 200 + ["right"] * 200,
+        ...                                bounds=(-5.0, 5.0))
+        >>> trainer = Trainer(data, config=default_train_config((2,), steps=20))
+        >>> history = trainer.fit()
+        >>> sorted(trainer.model.as_concept_library().names())
+        ['concept=left', 'concept=right']
+    """
+
+    def __init__(self, data: ConceptData, *, model: ConceptModel | None = None,
+                 config: TrainConfig | None = None, heads: str = "linear",
+                 backbone: str | None = None, backbone_options: dict | None = None,
+                 device: str | torch.device | None = None,
+                 trainable: Callable[[ConceptModel], list] | None = None) -> None:
+        self.data = data
+        self.config = config or default_train_config(data.sample_shape)
+        cfg = self.config
+        self.device = torch.device(device or "cpu")
+        if model is None:
+            model = ConceptModel(self._model_config(heads, backbone, backbone_options))
+        self.model = model.to(self.device)
+        mc = model.config
+        if tuple(mc.sample_shape) != data.sample_shape:
+            raise ValueError(f"the model takes samples {mc.sample_shape}, the data has "
+                             f"{data.sample_shape}")
+        self._check_concepts(mc)
+        mc.temperature = cfg.temperature
+        mc.sampler_defaults = cfg.sampler_defaults()
+        mc.bounds = data.bounds
+        params = trainable(model) if trainable is not None else list(model.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        lo, hi = data.bounds if data.bounds is not None else (-3.0, 3.0)
+        n_heads = len(model.head_names) + 1  # + base, stored last
+        per_head = max(64, cfg.buffer_size // n_heads)
+        self.buffers = [ReplayBuffer(per_head, data.sample_shape, reinit=cfg.reinit,
+                                     bounds=(lo, hi), device=self.device)
+                        for _ in range(n_heads)]
+        self.bounds = Bounds(lo, hi) if data.bounds is not None else None
+        self.kernel = Langevin(noise_scale=cfg.noise_scale,
+                               grad_clip=None if cfg.move_clip is None
+                               else cfg.move_clip / cfg.step_size)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self._good_state = copy.deepcopy(self.model.state_dict())
+        self._good_step = 0
+        self._choices = self._concept_choices()
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _model_config(self, heads, backbone, backbone_options) -> ModelConfig:
+        data = self.data
+        image = len(data.sample_shape) == 3
+        backbone = backbone or ("conv" if image else "mlp")
+        options = dict(backbone_options or {})
+        if backbone == "mlp":
+            options.setdefault("hidden", (128, 128))
+        parametric = {name: int(args.shape[2]) for name, (args, _) in data.parametric.items()}
+        if parametric and heads == "linear":
+            heads = "film"  # the only head kind that takes arguments
+        return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
+                           parametric=parametric, heads=heads, backbone=backbone,
+                           backbone_options=options, bounds=data.bounds)
+
+    def _check_concepts(self, mc: ModelConfig) -> None:
+        for f, values in self.data.factors.items():
+            if mc.factors.get(f) != values:
+                raise ValueError(f"the model's factor {f!r} is {mc.factors.get(f)}, the data's "
+                                 f"is {values}")
+        for name in self.data.parametric:
+            if name not in mc.parametric:
+                raise ValueError(f"the model has no parametric concept {name!r}")
+
+    def _concept_choices(self) -> tuple[Tensor, Tensor]:
+        """Per sample, the head indices that hold for it (padded with -2) — ``[N, C]``, and for
+        parametric heads the slot ``[N, C]`` of the argument set."""
+        data, model = self.data, self.model
+        columns, slots = [], []
+        for f, labels in data.labels.items():
+            first = model.index[f"{f}={data.factors[f][0]}"]
+            columns.append(torch.where(labels >= 0, first + labels, -2))
+            slots.append(torch.zeros_like(labels))
+        for name, (_, mask) in data.parametric.items():
+            m = mask.shape[1]
+            columns.append(torch.where(mask, model.index[name], -2))  # [N, M]
+            slots.append(torch.arange(m).expand_as(mask))
+        heads = torch.cat([c.reshape(len(data), -1) for c in columns], dim=1)
+        slot = torch.cat([s.reshape(len(data), -1) for s in slots], dim=1)
+        return heads, slot
+
+    # --- one iteration --------------------------------------------------------------------
+    def _batch(self) -> _Batch:
+        cfg, data, g = self.config, self.data, self.generator
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        x = data.x[idx].to(self.device)
+        if cfg.data_noise > 0:
+            x = x + cfg.data_noise * torch.randn(x.shape, generator=g).to(self.device)
+            if self.bounds is not None:
+                x = self.bounds.clamp(x)
+        heads, slots = self._choices
+        options = heads[idx]                                             # [B, C]
+        valid = options >= 0
+        score = torch.rand(options.shape, generator=g).masked_fill(~valid, -1.0)
+        pick = score.argmax(1)                                           # [B]
+        head = options[torch.arange(len(idx)), pick]
+        use_base = (torch.rand(len(idx), generator=g) < cfg.base_fraction) | ~valid.any(1)
+        if self.model.config.heads == "classifier":
+            use_base[:] = True
+        head = torch.where(use_base, -1, head)
+        args = None
+        if data.parametric:
+            n_args = next(iter(data.parametric.values()))[0].shape[2]
+            args = torch.zeros(len(idx), n_args)
+            slot = slots[idx, pick]
+            for name, (all_args, _) in data.parametric.items():
+                rows = head == self.model.index[name]
+                args[rows] = all_args[idx[rows], slot[rows]]
+            args = args.to(self.device)
+        labels = {f: lab[idx].to(self.device) for f, lab in data.labels.items()}
+        return _Batch(x, head.to(self.device), args, labels)
+
+    def _negatives(self, batch: _Batch) -> tuple[Tensor, Tensor | None]:
+        """Short-run Langevin from the replay buffers; returns ``x−`` and (for the KL term)
+        the differentiable last step."""
+        cfg, g = self.config, self.generator
+        n_heads = len(self.buffers)
+        slot = torch.where(batch.head < 0, n_heads - 1, batch.head).cpu()   # [B]
+        x0 = torch.empty_like(batch.x)
+        for h in slot.unique().tolist():
+            rows = (slot == h).nonzero()[:, 0]
+            x0[rows.to(self.device)] = self.buffers[h].sample(len(rows), g)
+
+        def energy(x):
+            return self.model.energies_for(x, batch.head, batch.args)
+
+        was_training = self.model.training
+        self.model.eval()  # chains never update spectral-norm state
+        try:
+            kernel = self.kernel.build_kernel(energy, bounds=self.bounds)
+            state = kernel.init(x0, cfg.step_size)
+            noise_gen = torch.Generator(device=self.device).manual_seed(
+                int(torch.randint(2 ** 62, (1,), generator=g)))
+            for _ in range(cfg.langevin_steps):
+                state, _ = kernel.step(noise_gen, state)
+            x_neg = state.x.detach()
+            x_kl = None
+            if cfg.kl_weight > 0:
+                # improved CD: one more step, differentiable w.r.t. θ through ∇E
+                with torch.enable_grad():
+                    x = x_neg.clone().requires_grad_(True)
+                    (grad,) = torch.autograd.grad(energy(x).sum(), x, create_graph=True)
+                    if cfg.move_clip is not None:
+                        limit = cfg.move_clip / cfg.step_size
+                        grad = grad.clamp(-limit, limit)
+                    x_kl = x - cfg.step_size * grad
+                    if self.bounds is not None:
+                        x_kl = self.bounds.clamp(x_kl)
+        finally:
+            self.model.train(was_training)
+        for h in slot.unique().tolist():
+            rows = (slot == h).nonzero()[:, 0].to(self.device)
+            self.buffers[h].push(x_neg[rows])
+        return x_neg, x_kl
+
+    def train_step(self) -> dict[str, float]:
+        """One CD iteration; returns its metrics (floats)."""
+        cfg, model = self.config, self.model
+        model.train()
+        batch = self._batch()
+        x_neg, x_kl = self._negatives(batch)
+        b = batch.x.shape[0]
+        both = torch.cat([batch.x, x_neg])
+        heads = torch.cat([batch.head, batch.head])
+        args = None if batch.args is None else torch.cat([batch.args, batch.args])
+        energies = model.energies_for(both, heads, args)                 # [2B]
+        e_pos, e_neg = energies[:b], energies[b:]
+        cd = e_pos.mean() - e_neg.mean()
+        reg = cfg.alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
+        loss = cd + reg
+        metrics = {}
+        if x_kl is not None:
+            frozen = _FrozenParameters(model)
+            with frozen:
+                e_kl = model.energies_for(x_kl, batch.head, batch.args)
+            kl = e_kl.mean()
+            if cfg.entropy_weight > 0:
+                kl = kl - cfg.entropy_weight * self._entropy(x_kl, batch.head)
+            loss = loss + cfg.kl_weight * kl
+            metrics["kl"] = kl.item()
+        if model.config.heads == "classifier":
+            ce = self._cross_entropy(batch.x, batch.labels)
+            loss = loss + cfg.ce_weight * ce
+            metrics["cross entropy"] = ce.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        ok = bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(grad_norm)) and \
+            float(energies.detach().abs().max()) < cfg.max_energy
+        if not ok:
+            self._diverged(e_pos, e_neg, loss)
+        self.optimizer.step()
+        self.step += 1
+        metrics.update({"step": self.step, "loss": loss.item(), "E+": e_pos.mean().item(),
+                        "E-": e_neg.mean().item(), "E+ - E-": cd.item(),
+                        "grad norm": grad_norm.item()})
+        return metrics
+
+    def _cross_entropy(self, x: Tensor, labels) -> Tensor:
+        logits = self.model.classifier_logits(x)
+        total = x.new_zeros(())
+        for f, lab in labels.items():
+            if bool((lab >= 0).any()):
+                total = total + torch.nn.functional.cross_entropy(logits[f], lab,
+                                                                  ignore_index=-1)
+        return total
+
+    def _entropy(self, x: Tensor, head: Tensor) -> Tensor:
+        """Mean log distance from each negative to its nearest buffer sample (of its head)."""
+        ref = torch.cat([buf.samples[:min(len(buf), 100)] for buf in self.buffers])
+        if ref.shape[0] == 0:
+            return x.new_zeros(())
+        d = torch.cdist(x.flatten(1), ref.flatten(1).to(x))              # [B, R]
+        return torch.log(d.min(1).values + 1e-6).mean()
+
+    def _diverged(self, e_pos: Tensor, e_neg: Tensor, loss: Tensor) -> None:
+        self.model.load_state_dict(self._good_state)
+        raise TrainingDiverged(
+            f"training diverged at step {self.step + 1}: loss {float(loss):.4g}, mean E+ "
+            f"{float(e_pos.mean()):.4g}, mean E- {float(e_neg.mean()):.4g} (limit |E| < "
+            f"{self.config.max_energy:g}). The weights of step {self._good_step} were restored. "
+            "Lower the learning rate, raise alpha (the energy penalty) or the data noise, or "
+            "keep spectral norm on.")
+
+    # --- the loop -------------------------------------------------------------------------
+    def fit(self, steps: int | None = None, *, progress: bool = False,
+            callback: Callable[["Trainer", dict], None] | None = None) -> list[dict]:
+        """Run ``steps`` iterations (default: up to ``config.steps``); returns the history of
+        logged metrics. Raises :class:`TrainingDiverged` (weights restored) on divergence."""
+        cfg = self.config
+        total = cfg.steps - self.step if steps is None else int(steps)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, desc="training", unit="it")
+        start = time.perf_counter()
+        self._good_step = self.step
+        try:
+            for _ in range(total):
+                metrics = self.train_step()
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    metrics["seconds"] = time.perf_counter() - start
+                    self.history.append(metrics)
+                    self._good_state = copy.deepcopy(self.model.state_dict())
+                    self._good_step = self.step
+                    if callback is not None:
+                        callback(self, metrics)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({"E+": f"{metrics['E+']:.3g}", "E-": f"{metrics['E-']:.3g}"},
+                                    refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.model.eval()
+        return self.history
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Replay buffers and the trainer's generator state, for checkpoints."""
+        out = {"generator": self.generator.get_state()}
+        for i, buf in enumerate(self.buffers):
+            for k, v in buf.state_dict().items():
+                out[f"buffer.{i}.{k}"] = v
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.generator.set_state(tensors["generator"])
+        for i, buf in enumerate(self.buffers):
+            prefix = f"buffer.{i}."
+            buf.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                 if k.startswith(prefix)})
+
+    def metadata(self) -> dict[str, Any]:
+        return {"train_config": asdict(self.config), "step": self.step,
+                "data": {"name": self.data.name, "n": len(self.data)}}
+
+
+class _FrozenParameters:
+    """Context: parameters do not require grad (gradients still flow through inputs)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __enter__(self):
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc):
+        for p in self.params:
+            p.requires_grad_(True)
