@@ -1,0 +1,563 @@
+"""Concept libraries: concept names → energy functions, grouped by the model that computes them.
+
+Every concept ``c`` has an energy ``E_c(x)`` with ``p(x|c) ∝ exp(−E_c(x))``, exposed **at
+temperature 1**: a head registered with temperature ``T_c`` (a head trained with Langevin step
+λ and noise σ has ``T_c = σ²/(2λ)``) is exposed as ``E_c / T_c``. A library may have a base
+energy ``E_0`` (an unconditional model or a prior), also exposed as ``E_0 / T_0``. A
+*classifier head* (``kind="log_prob"``) returns ``log p(c|x) ≤ 0`` and defines
+``E_c = E_0 − log p(c|x)``; a library whose heads are all classifier heads over a base is
+*probabilistic* and supports ``semantics="logic"``.
+
+Names: ``red`` (bare), ``color=red`` (value ``red`` of factor ``color``), and parametric
+concepts such as ``at``, written ``at(0.3, 0.7)`` in expressions. A bare name resolves to the
+unfactored concept of that name if there is one, else to the single factor that has it; if
+several factors have it, resolution is an ambiguity error listing the qualified spellings.
+
+Two ways to compute energies:
+
+- a function per concept: ``fn(x) -> E[B]``; parametric: ``fn(x, args) -> E[B]`` where ``args``
+  is a ``[B, n_args]`` tensor with ``x``'s dtype and device (the expression's constant
+  arguments broadcast over the batch, an expanded view: do not write to it);
+- one model for several heads, implementing :class:`ConceptEnergyModel`:
+  ``model.concept_energies(x, heads) -> Tensor[B, K]``, one column per requested head, so a
+  shared trunk runs once for any number of heads. When a requested head is parametric, the
+  compiler passes a third positional argument, ``args``: a list aligned with ``heads`` holding
+  ``None`` or a ``[B, n_args]`` tensor. The same head may be requested twice with different
+  arguments (``at(0.1, 0.2) & at(0.8, 0.5)``).
+
+A plain ``dict[str, callable]`` works wherever a library is accepted (:func:`as_library`):
+keys are written as in the language (``"red"``, ``"color=red"``, ``"at"``), and whether a
+dict entry is parametric is decided by how the expression spells it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+from .errors import CompileError, UnknownConceptError
+from .expr import Concept, is_name
+
+__all__ = ["ConceptLibrary", "ConceptEnergyModel", "ConceptSource", "Head", "as_library",
+           "KINDS", "SAMPLING_HINTS"]
+
+KINDS = ("energy", "log_prob")
+# Attributes a library (or trained model) may carry for the sampler; compose copies them.
+SAMPLING_HINTS = ("sample_shape", "bounds", "sampler_defaults", "init_samples")
+_OPERATOR_NAMES = {"AND": "&", "OR": "|", "NOT": "~"}
+_SHOW_KNOWN = 20  # names listed in an unknown-concept message
+
+
+@runtime_checkable
+class ConceptEnergyModel(Protocol):
+    """A model that computes several concept heads in one call (the batching protocol).
+
+    ``concept_energies(x, heads)`` returns a ``[B, K]`` tensor: column ``k`` is the raw output
+    of head ``heads[k]`` on ``x[B, ...]`` (an energy, or ``log p(c|x)`` for classifier heads).
+    When a requested head is parametric, a third positional argument ``args`` is passed: a
+    list aligned with ``heads`` of ``None`` or ``[B, n_args]`` tensors. A head may appear more
+    than once (with different arguments).
+
+    Example:
+        >>> import torch
+        >>> class Heads(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.trunk, self.out = torch.nn.Linear(2, 8), torch.nn.Linear(8, 3)
+        ...         self.index = {"red": 0, "green": 1, "blue": 2}
+        ...     def concept_energies(self, x, heads):
+        ...         h = torch.tanh(self.trunk(x))                       # [B, 8]
+        ...         rows = [self.index[name] for name in heads]
+        ...         return h @ self.out.weight[rows].T + self.out.bias[rows]  # [B, K]
+        >>> lib = ConceptLibrary().add_model(Heads(), {"red": "color", "green": "color"})
+        >>> lib.names()
+        ['color=red', 'color=green']
+    """
+
+    def concept_energies(self, x: Any, heads: Sequence[str], *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Head:
+    """One resolved concept: what to call and how to read its output.
+
+    ``source`` is a function (``head`` is ``None``) or a :class:`ConceptEnergyModel` (``head``
+    is the name passed to ``concept_energies``). ``kind`` is ``"energy"`` or ``"log_prob"``;
+    ``parametric`` is ``None`` when the library does not know (plain dicts: decided by the
+    expression). Heads compare by identity: two spellings that resolve to the same head are one
+    leaf.
+
+    Example:
+        >>> h = ConceptLibrary({"color=red": abs}).resolve("red")
+        >>> (h.key, h.spelling, h.kind, h.temperature)
+        ('color=red', 'color=red', 'energy', 1.0)
+    """
+
+    name: str
+    factor: str | None
+    source: Any
+    head: str | None = None
+    kind: str = "energy"
+    parametric: bool | None = False
+    temperature: float = 1.0
+
+    @property
+    def key(self) -> str:
+        """The dict-style key: ``red``, ``color=red`` or ``at``."""
+        return self.name if self.factor is None else f"{self.factor}={self.name}"
+
+    @property
+    def spelling(self) -> str:
+        """How the concept is written in an expression (``at(...)`` for a parametric one)."""
+        text = str(Concept(self.name, self.factor))
+        return f"{text}(...)" if self.parametric else text
+
+    @property
+    def batched(self) -> bool:
+        """True when a model computes this head together with its other heads."""
+        return self.head is not None
+
+    def computed_by(self) -> str:
+        """A short description of what computes this head, for listings and ``explain``."""
+        if self.source is None:
+            return "(not loaded)"
+        if self.head is not None:
+            return f"model {type(self.source).__name__}, head {self.head!r}"
+        name = getattr(self.source, "__qualname__", None) or type(self.source).__name__
+        return f"function {name}"
+
+
+@runtime_checkable
+class ConceptSource(Protocol):
+    """The interface the compiler needs; a trained model may implement it instead of
+    subclassing :class:`ConceptLibrary` (or give an ``as_concept_library()`` method).
+
+    ``resolve(concept)`` returns a :class:`Head` or raises :class:`UnknownConceptError`;
+    ``base`` is the base :class:`Head` or ``None``; ``names()`` lists the keys.
+    """
+
+    base: Head | None
+
+    def resolve(self, concept: Concept | str) -> Head: ...
+
+    def names(self) -> list[str]: ...
+
+
+def _check_temperature(value: object, what: str) -> float:
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature of {what} must be a number, got {value!r}") from None
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature of {what} must be finite and > 0, got {t!r}")
+    return t
+
+
+def _check_kind(kind: str, temperature: float, what: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind of {what} must be one of {KINDS}, got {kind!r}")
+    if kind == "log_prob" and temperature != 1.0:
+        raise ValueError(f"{what} is a classifier head (kind='log_prob'): log p(c|x) has no "
+                         f"temperature, got {temperature!r}; set the base's temperature instead")
+
+
+def _split_key(key: str, factor: str | None = None) -> tuple[str | None, str]:
+    """``"color=red"`` → ``("color", "red")``; ``"red"`` → ``(factor, "red")``."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"a concept name must be a non-empty string, got {key!r}")
+    if factor is None and "=" in key:
+        factor, key = key.split("=", 1)
+    if factor is not None and not is_name(factor):
+        raise ValueError(f"a factor must be an identifier that is not a reserved word, "
+                         f"got {factor!r}")
+    if not key:
+        raise ValueError(f"a concept name must be non-empty, got {factor}=")
+    return factor, key
+
+
+def _as_concept(concept: Concept | str) -> Concept:
+    if isinstance(concept, Concept):
+        return concept
+    if isinstance(concept, str):
+        from .syntax import parse
+        node = parse(concept)
+        if isinstance(node, Concept):
+            return node
+        raise ValueError(f"resolve takes one concept, got the expression {concept!r}")
+    raise TypeError(f"expected a Concept or a concept name, got {type(concept).__name__}")
+
+
+class ConceptLibrary:
+    """Concept names → energy functions, with factors, an optional base energy ``E_0`` and
+    per-head temperatures. Everything it exposes is at temperature 1 (module docstring).
+
+    ``concepts`` maps keys (``"red"``, ``"color=red"``, ``"at"``) to functions; ``factors``
+    (``{"color": ["red", "green"]}``) assigns bare keys to factors; ``temperatures`` maps keys
+    to head temperatures. Sampling hints (``sample_shape``, ``bounds``, ``sampler_defaults``,
+    ``init_samples``) may be set as attributes; :func:`conceptalg.compose` copies them onto the
+    composed energy.
+
+    Example:
+        >>> import torch
+        >>> lib = ConceptLibrary({"red": lambda x: (x - 1).pow(2).sum(-1),
+        ...                       "green": lambda x: (x + 1).pow(2).sum(-1)},
+        ...                      factors={"color": ["red", "green"]}, temperatures={"red": 0.5})
+        >>> lib.set_base(lambda x: x.pow(2).sum(-1) / 8)
+        ConceptLibrary(2 concepts, base)
+        >>> lib.resolve("red").key
+        'color=red'
+        >>> print(lib)
+        ConceptLibrary: 2 concepts, base energy, not probabilistic
+          color=red    energy  T=0.5  function <lambda>  (also: red)
+          color=green  energy         function <lambda>  (also: green)
+          base         energy         function <lambda>
+    """
+
+    sample_shape: Any = None
+    bounds: Any = None
+    sampler_defaults: Any = None
+    init_samples: Any = None
+
+    def __init__(self, concepts: Mapping[str, Callable] | None = None, *,
+                 base: Callable | None = None,
+                 factors: Mapping[str, Sequence[str]] | None = None,
+                 temperatures: Mapping[str, float] | None = None) -> None:
+        self._heads: dict[tuple[str | None, str], Head] = {}
+        self._base: Head | None = None
+        factor_of: dict[str, list[str]] = {}
+        for factor, values in (factors or {}).items():
+            if isinstance(values, str):
+                raise TypeError(f"factors[{factor!r}] must be a list of names, got the string "
+                                f"{values!r}")
+            for value in values:
+                factor_of.setdefault(str(value), []).append(factor)
+        temperatures = dict(temperatures or {})
+        placed: set[tuple[str, str]] = set()
+        for key, fn in (concepts or {}).items():
+            factor, name = _split_key(key)
+            if factor is None and name in factor_of:
+                owners = factor_of[name]
+                if len(owners) > 1:
+                    raise ValueError(f"concept {key!r} is listed under factors "
+                                     f"{', '.join(owners)}; key it as "
+                                     f"{' or '.join(repr(f + '=' + name) for f in owners)}")
+                factor = owners[0]
+            elif factor is not None and name in factor_of and factor not in factor_of[name]:
+                raise ValueError(f"concept {key!r} is listed under factor "
+                                 f"{factor_of[name][0]!r} in factors, not {factor!r}")
+            if factor is not None:
+                placed.add((factor, name))
+            t = temperatures.pop(key, 1.0)
+            self.add(name, fn, factor=factor, parametric=None, temperature=t)
+        missing = [f"{f}={v}" for v, fs in factor_of.items() for f in fs if (f, v) not in placed]
+        if missing:
+            raise ValueError(f"factors list {', '.join(missing)} but concepts has no energy for "
+                             f"{'it' if len(missing) == 1 else 'them'}")
+        if temperatures:
+            raise ValueError(f"temperatures names unknown concepts {sorted(temperatures)}; "
+                             f"known: {self.names()}")
+        if base is not None:
+            self.set_base(base)
+
+    # --- building --------------------------------------------------------------------------
+    def add(self, name: str, fn: Callable, *, factor: str | None = None,
+            parametric: bool | None = False, kind: str = "energy",
+            temperature: float = 1.0) -> "ConceptLibrary":
+        """Register one concept computed by ``fn`` (``fn(x) -> E[B]``, or ``fn(x, args)`` when
+        parametric, ``args`` ``[B, n_args]``). ``name`` may be qualified (``"color=red"``).
+        ``kind="log_prob"``: ``fn`` returns ``log p(c|x)`` and ``E_c = E_0 − log p(c|x)``
+        (needs a base). Returns the library, so calls chain.
+
+        Example:
+            >>> at = lambda x, args: (x - args).pow(2).sum(-1)
+            >>> lib = ConceptLibrary().add("at", at, parametric=True)
+            >>> lib.resolve("at(0.5, 0.5)").spelling
+            'at(...)'
+        """
+        if not callable(fn):
+            raise TypeError(f"the energy of {name!r} must be callable, got {type(fn).__name__}")
+        factor, name = _split_key(name, factor)
+        t = _check_temperature(temperature, repr(name))
+        _check_kind(kind, t, repr(name))
+        self._insert(Head(name, factor, fn, None, kind, parametric, t))
+        return self
+
+    def add_model(self, model: ConceptEnergyModel,
+                  heads: Mapping[str, str | None] | Sequence[str], *, kind: str = "energy",
+                  parametric: Sequence[str] = (),
+                  temperature: float | Mapping[str, float] = 1.0) -> "ConceptLibrary":
+        """Register several heads computed by one ``model`` in one batched call
+        (:class:`ConceptEnergyModel`). ``heads`` is a list of head names (``"red"`` or
+        ``"color=red"``) or a mapping head name → factor (``None`` for none); the model receives
+        the names exactly as given here. ``parametric`` lists parametric heads; ``temperature``
+        is one number or a mapping head name → temperature. Returns the library.
+        """
+        if not callable(getattr(model, "concept_energies", None)):
+            raise TypeError(f"{type(model).__name__} has no concept_energies(x, heads) method "
+                            f"(see ConceptEnergyModel); register single functions with add()")
+        if isinstance(heads, str):
+            raise TypeError("heads must be a list of head names or a mapping name -> factor, "
+                            f"got the string {heads!r}")
+        items = heads.items() if isinstance(heads, Mapping) else [(h, None) for h in heads]
+        temps = temperature if isinstance(temperature, Mapping) else None
+        parametric = set(parametric)
+        new = []
+        for head_name, factor in items:
+            f, name = _split_key(head_name, factor)
+            t = _check_temperature(temps.get(head_name, 1.0) if temps is not None else temperature,
+                                   repr(head_name))
+            _check_kind(kind, t, repr(head_name))
+            new.append(Head(name, f, model, head_name, kind, head_name in parametric, t))
+        unknown = parametric - {h.head for h in new}
+        if unknown or (temps is not None and set(temps) - {h.head for h in new}):
+            extra = sorted(unknown | (set(temps or ()) - {h.head for h in new}))
+            raise ValueError(f"parametric/temperature name heads that were not given: {extra}")
+        for h in new:
+            self._insert(h)
+        return self
+
+    def set_base(self, fn: Callable | ConceptEnergyModel | None, head: str | None = None, *,
+                 temperature: float = 1.0) -> "ConceptLibrary":
+        """Set the base energy ``E_0`` (``None`` removes it). With ``head``, ``fn`` is a
+        :class:`ConceptEnergyModel` and ``E_0`` is that head's column, computed in the same
+        batched call as the model's concept heads. Returns the library.
+        """
+        if fn is None:
+            self._base = None
+            return self
+        if head is None and not callable(fn):
+            raise TypeError(f"the base energy must be callable, got {type(fn).__name__}")
+        if head is not None and not callable(getattr(fn, "concept_energies", None)):
+            raise TypeError(f"a base given by head name needs a model with concept_energies, "
+                            f"got {type(fn).__name__}")
+        t = _check_temperature(temperature, "the base")
+        self._base = Head("base", None, fn, head, "energy", False, t)
+        return self
+
+    def _insert(self, head: Head) -> None:
+        k = (head.factor, head.name)
+        if k in self._heads:
+            raise ValueError(f"concept {head.key!r} is already defined in this library "
+                             f"({self._heads[k].computed_by()})")
+        self._heads[k] = head
+
+    def merge(self, other: "ConceptLibrary | Mapping[str, Callable]",
+              prefix: str | None = None) -> "ConceptLibrary":
+        """A new library with the concepts of both (neither input changes). A name defined in
+        both is an error unless ``prefix`` is given: it is prepended to every concept name of
+        ``other`` (``prefix="m2_"``: ``color=red`` → ``color=m2_red``). Two different bases
+        are an error; set one to ``None`` first.
+        """
+        other = as_library(other)
+        out = ConceptLibrary()
+        for k, h in self._heads.items():
+            out._heads[k] = h
+        clashes = []
+        for h in _heads_of(other):
+            if prefix:
+                h = dataclasses.replace(h, name=prefix + h.name)
+            if (h.factor, h.name) in out._heads:
+                clashes.append(h.key)
+            else:
+                out._heads[(h.factor, h.name)] = h
+        if clashes:
+            raise ValueError(f"both libraries define {', '.join(repr(c) for c in clashes)}; "
+                             f"give merge a prefix (e.g. prefix='other_') to keep both")
+        b1, b2 = self.base, getattr(other, "base", None)
+        if b1 is not None and b2 is not None and (b1.source, b1.head) != (b2.source, b2.head):
+            raise ValueError("both libraries have a base energy; call set_base(None) on one "
+                             "before merging")
+        out._base = b1 if b1 is not None else b2
+        for hint in SAMPLING_HINTS:
+            value = getattr(self, hint, None)
+            setattr(out, hint, value if value is not None else getattr(other, hint, None))
+        return out
+
+    # --- looking up --------------------------------------------------------------------------
+    @property
+    def base(self) -> Head | None:
+        """The base energy ``E_0`` as a :class:`Head`, or ``None``."""
+        return self._base
+
+    @property
+    def is_probabilistic(self) -> bool:
+        """True when there is a base and every head is a classifier head (``log p(c|x)``):
+        then ``semantics="logic"`` is available for any expression over this library."""
+        return (self._base is not None and bool(self._heads)
+                and all(h.kind == "log_prob" for h in self._heads.values()))
+
+    @property
+    def factors(self) -> dict[str, list[str]]:
+        """Factor → its values, in registration order."""
+        out: dict[str, list[str]] = {}
+        for f, name in self._heads:
+            if f is not None:
+                out.setdefault(f, []).append(name)
+        return out
+
+    def names(self) -> list[str]:
+        """Every concept's key (``"red"``, ``"color=red"``, ``"at"``), in registration order."""
+        return [h.key for h in self._heads.values()]
+
+    def heads(self) -> list[Head]:
+        """Every concept's :class:`Head`, in registration order."""
+        return list(self._heads.values())
+
+    def resolve(self, concept: Concept | str) -> Head:
+        """The :class:`Head` that computes ``concept`` (a :class:`Concept` or its text).
+
+        Raises :class:`UnknownConceptError` for an unknown or ambiguous name (with the known
+        names and a did-you-mean) and :class:`CompileError` when arguments are given to a
+        concept that takes none, or missing for a parametric one.
+
+        Example:
+            >>> lib = ConceptLibrary({"color=red": abs, "tone=red": abs})
+            >>> lib.resolve("red")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+              ...
+            conceptalg.errors.UnknownConceptError: `red` is ambiguous: ... `color=red` or `tone=red`
+        """
+        c = _as_concept(concept)
+        head = self._lookup(c)
+        if head.parametric is True and c.args is None:
+            raise CompileError(f"`{head.name}` is parametric: give its arguments, e.g. "
+                               f"`{head.name}(0.5, 0.5)`")
+        if head.parametric is False and c.args is not None:
+            raise CompileError(f"`{head.key}` takes no arguments; write "
+                               f"`{Concept(c.name, head.factor)}`")
+        return head
+
+    def _lookup(self, c: Concept) -> Head:
+        if c.factor is not None:
+            head = self._heads.get((c.factor, c.name))
+            if head is not None:
+                return head
+            raise UnknownConceptError(self._unknown_message(c))
+        head = self._heads.get((None, c.name))
+        if head is not None:
+            return head
+        found = [h for (f, n), h in self._heads.items() if n == c.name]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            choices = [f"`{h.spelling}`" for h in found]
+            raise UnknownConceptError(
+                f"`{c.name}` is ambiguous: it is a value of factors "
+                f"{_join([h.factor for h in found])}; write {_join(choices, 'or')}")
+        raise UnknownConceptError(self._unknown_message(c))
+
+    def _unknown_message(self, c: Concept) -> str:
+        return unknown_concept_message(c, self.spellings())
+
+    def spellings(self) -> list[str]:
+        """How every concept may be written: qualified keys plus bare names that resolve."""
+        out = []
+        counts: dict[str, int] = {}
+        for f, n in self._heads:
+            counts[n] = counts.get(n, 0) + 1
+        for h in self._heads.values():
+            out.append(str(Concept(h.name, h.factor)))
+            if h.factor is not None and counts[h.name] == 1 and (None, h.name) not in self._heads:
+                out.append(str(Concept(h.name)))
+        return out
+
+    # --- listing -----------------------------------------------------------------------------
+    def describe(self) -> str:
+        """A listing: one line per concept with its DSL spelling, kind, temperature, what
+        computes it and its bare alias, then the base."""
+        n = len(self._heads)
+        lines = [f"ConceptLibrary: {n} concept{'s' if n != 1 else ''}, "
+                 f"{'base energy' if self._base is not None else 'no base energy'}, "
+                 f"{'probabilistic' if self.is_probabilistic else 'not probabilistic'}"]
+        counts: dict[str, int] = {}
+        for _, name in self._heads:
+            counts[name] = counts.get(name, 0) + 1
+        rows = []
+        for (f, name), h in self._heads.items():
+            alias = ""
+            if f is not None and counts[name] == 1:
+                alias = f"  (also: {str(Concept(name))})"
+            rows.append((h.spelling, h, alias))
+        if self._base is not None:
+            rows.append(("base", self._base, ""))
+        width = max((len(r[0]) for r in rows), default=0)
+        for spelling, h, alias in rows:
+            t = f"T={h.temperature:g}" if h.temperature != 1.0 else ""
+            lines.append(f"  {spelling:<{width}}  {h.kind:<8}{t:<7}{h.computed_by()}{alias}"
+                         .rstrip())
+        return "\n".join(lines)
+
+    __str__ = describe
+
+    def __repr__(self) -> str:
+        base = ", base" if self._base is not None else ""
+        return f"ConceptLibrary({len(self._heads)} concepts{base})"
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __contains__(self, concept: object) -> bool:
+        try:
+            self._lookup(_as_concept(concept))  # type: ignore[arg-type]
+        except (LookupError, ValueError, TypeError):
+            return False
+        return True
+
+
+def _join(items: Sequence[Any], word: str = "and") -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
+def _heads_of(library: Any) -> list[Head]:
+    heads = getattr(library, "heads", None)
+    if callable(heads):
+        return list(heads())
+    return [library.resolve(name) for name in library.names()]
+
+
+def unknown_concept_message(c: Concept, known: Sequence[str]) -> str:
+    """``unknown concept `rde`; did you mean `red`? known concepts: ...`` (with an operator hint
+    for ``AND``/``OR``/``NOT`` spelled as names)."""
+    text = str(Concept(c.name, c.factor))
+    if c.factor is None and c.name in _OPERATOR_NAMES:
+        op = _OPERATOR_NAMES[c.name]
+        return (f"`{c.name}` is not a concept (operators are case-sensitive): to combine "
+                f"concepts write `{op}` or `{c.name.lower()}`")
+    msg = f"unknown concept `{text}`"
+    close = difflib.get_close_matches(text, known, n=3, cutoff=0.6)
+    if close:
+        msg += f"; did you mean {_join([f'`{k}`' for k in close], 'or')}?"
+    if not known:
+        return msg + "; the library defines no concepts"
+    shown = ", ".join(known[:_SHOW_KNOWN])
+    more = f" (+{len(known) - _SHOW_KNOWN} more)" if len(known) > _SHOW_KNOWN else ""
+    return f"{msg}{' Known' if close else '; known'} concepts: {shown}{more}"
+
+
+def as_library(concepts: Any) -> Any:
+    """What :func:`conceptalg.compose` accepts, as a library: a :class:`ConceptLibrary` as is,
+    an object with ``as_concept_library()`` via that method, a ``dict`` wrapped in a
+    :class:`ConceptLibrary`, any other object with the :class:`ConceptSource` interface as is.
+
+    Example:
+        >>> as_library({"red": abs}).names()
+        ['red']
+    """
+    if isinstance(concepts, ConceptLibrary):
+        return concepts
+    convert = getattr(concepts, "as_concept_library", None)
+    if callable(convert):
+        return convert()
+    if isinstance(concepts, Mapping):
+        return ConceptLibrary(concepts)
+    if callable(getattr(concepts, "resolve", None)) and hasattr(concepts, "base"):
+        return concepts
+    raise TypeError(f"concepts must be a ConceptLibrary, a trained model or a dict of energy "
+                    f"functions, got {type(concepts).__name__}")
