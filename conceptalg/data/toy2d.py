@@ -18,10 +18,13 @@ Normal form: ``split_term`` peels weights and negations (double negations cancel
 outward), so every term is ``(w, sign, body)`` with ``body`` a concept, And or Or; then a
 *positive* And child of an And is merged into it (its weights multiply in) and a positive
 weight-1 Or child of an Or is merged into it. A weighted Or child is kept: ``w·E[Or]`` is not an
-Or of weighted children. Merging is exact everywhere except for product's "no positive child"
-``E_0`` (merging counts ``a & ~~(~b & ~c)`` as one And with a positive child). A *negated* And
-is not distributed: ``~(b & ~c)`` stays one negative term, so as an Or child (or inside an And
-with no positive child) it gets product's ``E_0``, as §4's "a negation anywhere else" says. Then
+Or of weighted children. Under product and guidance a *negated* And is distributed, ``~(b & ~c)`` → ``~b & c`` (an
+And is a weighted sum, so this is exact for its terms), and then merged like any positive And
+child; product's "no positive child" ``E_0`` is decided on the result. This is the compiler's
+reading of §4 too: it makes ``compose(simplify(e)) == compose(e)`` hold (the literal reading,
+``E_0 − E[b & ~c]`` for a negated And at the root or in an Or, does not survive ``simplify``
+folding ``~a & ~a`` into ``2*~a``). Logic never distributes (``1 − P(b)(1 − P(c))`` is not a
+product). Then
 
 - ``product``: a term is ``w·E[body]`` if positive, ``E_0 − w·E[body]`` if negative (the root
   and every Or child); an And is ``Σ w_i·sign_i·E[body_i]`` plus one ``E_0`` when no child is
@@ -148,18 +151,25 @@ class _Node(NamedTuple):
     terms: tuple                  # ((w, sign, body), ...)
 
 
-def _normal(e: Expr) -> tuple[float, int, object]:
-    """The normal form of a term: ``(w, sign, body)``, body a Concept or an And/Or ``_Node``."""
+def _normal(e: Expr, linear: bool = True) -> tuple[float, int, object]:
+    """The normal form of a term: ``(w, sign, body)``, body a Concept or an And/Or ``_Node``.
+
+    ``linear`` (product and guidance, where an And is a weighted sum): a negated And is
+    distributed, ``~(b & ~c)`` → ``~b & c``, so it merges into an enclosing And and gets
+    product's ``E_0`` only when no child of the result is positive.
+    """
     w, sign, body = split_term(e)
     if isinstance(body, (And, Or)):
         op = "and" if isinstance(body, And) else "or"
         terms: list = []
         for t in body.terms:
-            cw, cs, cb = _normal(t)
+            cw, cs, cb = _normal(t, linear)
             if isinstance(cb, _Node) and cb.op == op and cs > 0 and (op == "and" or cw == 1.0):
                 terms.extend((cw * gw, gs, gb) for gw, gs, gb in cb.terms)  # flatten
             else:
                 terms.append((cw, cs, cb))
+        if linear and op == "and" and sign < 0:
+            terms, sign = [(cw, -cs, cb) for cw, cs, cb in terms], 1
         body = _Node(op, tuple(terms))
     return w, sign, body
 
@@ -255,7 +265,7 @@ def reference_energy(expr: Expr | str, energies: Mapping[str, np.ndarray],
         lp = l_body(b)
         return w * (lp if s > 0 else _log1mexp(lp))
 
-    root = _normal(expr)
+    root = _normal(expr, linear=semantics != "logic")
     if semantics == "product":
         return p_term(root)
     if semantics == "guidance":

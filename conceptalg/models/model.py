@@ -64,6 +64,9 @@ class ModelConfig:
         self.sample_shape = tuple(int(s) for s in self.sample_shape)
         self.factors = {str(f): [str(v) for v in values] for f, values in self.factors.items()}
         self.parametric = {str(k): int(v) for k, v in self.parametric.items()}
+        # JSON gives lists back: keep sequences as tuples so a saved config compares equal
+        self.backbone_options = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in self.backbone_options.items()}
         if self.bounds is not None:
             self.bounds = (float(self.bounds[0]), float(self.bounds[1]))
         if self.heads not in HEAD_KINDS:
@@ -211,6 +214,59 @@ class ConceptModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The base energy ``E_0(x)`` (an unconditional EBM), ``[B]``."""
         return self.concept_energies(x, [BASE])[:, 0]
+
+    def with_concepts(self, factors: dict[str, Sequence[str]]) -> "ConceptModel":
+        """A copy with extra factor values (new heads), sharing nothing but copied weights:
+        the trunk and every existing head keep their trained values, new heads start fresh.
+        Train only the new heads with ``Trainer(..., train_only=[...])`` (a frozen trunk).
+
+        Example:
+            >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left"]},
+            ...                   backbone="mlp", backbone_options={"hidden": (8,)})
+            >>> bigger = ConceptModel(cfg).with_concepts({"side": ["right"], "tone": ["dark"]})
+            >>> bigger.head_names
+            ['side=left', 'side=right', 'tone=dark']
+        """
+        merged = {f: list(v) for f, v in self.config.factors.items()}
+        for f, values in factors.items():
+            old = merged.setdefault(f, [])
+            clash = sorted(set(old) & set(values))
+            if clash:
+                raise ValueError(f"factor {f!r} already has {clash}")
+            old.extend(values)
+        config = dataclasses.replace(self.config, factors=merged)
+        new = ConceptModel(config).to(next(self.parameters()).device)
+        state = new.state_dict()
+        for key, value in self.state_dict().items():
+            target = state[key]
+            if target.shape == value.shape:
+                state[key] = value.clone()
+            else:  # a per-concept table grew: copy the old rows to their new positions
+                rows = self._row_map(new)
+                target[rows["new"]] = value[rows["old"]]
+        new.load_state_dict(state)
+        return new
+
+    def _row_map(self, new: "ConceptModel") -> dict[str, list[int]]:
+        names = self.head_names + [BASE]
+        return {"old": list(range(len(names))),
+                "new": [new._row(n) for n in names]}
+
+    def head_rows(self, names: Sequence[str]) -> dict[str, list[int]]:
+        """Which rows of which parameters belong to the heads ``names`` (for freezing)."""
+        if self.config.heads == "classifier":
+            out: dict[str, list[int]] = {}
+            for name in names:
+                f, j = self._value(name)
+                out.setdefault(f"classifiers.{f}.weight", []).append(j)
+                out.setdefault(f"classifiers.{f}.bias", []).append(j)
+            return out
+        rows = [self._row(n) for n in names]
+        table = "energy" if self.config.heads == "linear" else "embedding"
+        out = {f"{table}.weight": rows}
+        if table == "energy":
+            out["energy.bias"] = rows
+        return out
 
     # --- the concept-library interface ---------------------------------------------------
     def as_concept_library(self):

@@ -145,13 +145,15 @@ class Trainer:
                  config: TrainConfig | None = None, heads: str = "linear",
                  backbone: str | None = None, backbone_options: dict | None = None,
                  device: str | torch.device | None = None,
-                 trainable: Callable[[ConceptModel], list] | None = None) -> None:
+                 train_only: list[str] | None = None) -> None:
         self.data = data
         self.config = config or default_train_config(data.sample_shape)
         cfg = self.config
         self.device = torch.device(device or "cpu")
         if model is None:
-            model = ConceptModel(self._model_config(heads, backbone, backbone_options))
+            with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
+                torch.manual_seed(cfg.seed)
+                model = ConceptModel(self._model_config(heads, backbone, backbone_options))
         self.model = model.to(self.device)
         mc = model.config
         if tuple(mc.sample_shape) != data.sample_shape:
@@ -161,7 +163,8 @@ class Trainer:
         mc.temperature = cfg.temperature
         mc.sampler_defaults = cfg.sampler_defaults()
         mc.bounds = data.bounds
-        params = trainable(model) if trainable is not None else list(model.parameters())
+        self.train_only = None if train_only is None else list(train_only)
+        params = self._freeze_all_but(self.train_only) if train_only else list(model.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         lo, hi = data.bounds if data.bounds is not None else (-3.0, 3.0)
@@ -204,6 +207,26 @@ class Trainer:
             if name not in mc.parametric:
                 raise ValueError(f"the model has no parametric concept {name!r}")
 
+    def _freeze_all_but(self, names: list[str]) -> list[torch.nn.Parameter]:
+        """Freeze the trunk and every head but ``names`` (a new head on a frozen trunk):
+        parameters outside those heads stop requiring grad; rows of shared per-head tables
+        that belong to other heads get zero gradient."""
+        unknown = [n for n in names if n not in self.model.index]
+        if unknown:
+            raise ValueError(f"train_only names unknown heads {unknown}; the model's heads are "
+                             f"{self.model.head_names} (add them first with with_concepts)")
+        rows = self.model.head_rows(names)
+        params = []
+        for key, p in self.model.named_parameters():
+            if key not in rows:
+                p.requires_grad_(False)
+                continue
+            keep = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+            keep[rows[key]] = True
+            p.register_hook(lambda g, keep=keep: g * keep.view(-1, *([1] * (g.dim() - 1))))
+            params.append(p)
+        return params
+
     def _concept_choices(self) -> tuple[Tensor, Tensor]:
         """Per sample, the head indices that hold for it (padded with -2) — ``[N, C]``, and for
         parametric heads the slot ``[N, C]`` of the argument set."""
@@ -219,6 +242,9 @@ class Trainer:
             slots.append(torch.arange(m).expand_as(mask))
         heads = torch.cat([c.reshape(len(data), -1) for c in columns], dim=1)
         slot = torch.cat([s.reshape(len(data), -1) for s in slots], dim=1)
+        if self.train_only:
+            allowed = torch.tensor([model.index[n] for n in self.train_only])
+            heads = torch.where(torch.isin(heads, allowed), heads, -2)
         return heads, slot
 
     # --- one iteration --------------------------------------------------------------------
@@ -238,7 +264,9 @@ class Trainer:
         head = options[torch.arange(len(idx)), pick]
         use_base = (torch.rand(len(idx), generator=g) < cfg.base_fraction) | ~valid.any(1)
         if self.model.config.heads == "classifier":
-            use_base[:] = True
+            use_base[:] = True  # classifiers train by cross-entropy; CD trains E_0 only
+        elif self.train_only:
+            use_base[:] = False  # the base head is frozen
         head = torch.where(use_base, -1, head)
         args = None
         if data.parametric:
@@ -326,11 +354,15 @@ class Trainer:
             metrics["cross entropy"] = ce.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         ok = bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(grad_norm)) and \
             float(energies.detach().abs().max()) < cfg.max_energy
         if not ok:
             self._diverged(e_pos, e_neg, loss)
+        if self.step % cfg.log_every == 0:  # θ_t passed the check: remember it before stepping
+            self._good_state = copy.deepcopy(self.model.state_dict())
+            self._good_step = self.step
         self.optimizer.step()
         self.step += 1
         metrics.update({"step": self.step, "loss": loss.item(), "E+": e_pos.mean().item(),
@@ -358,8 +390,8 @@ class Trainer:
     def _diverged(self, e_pos: Tensor, e_neg: Tensor, loss: Tensor) -> None:
         self.model.load_state_dict(self._good_state)
         raise TrainingDiverged(
-            f"training diverged at step {self.step + 1}: loss {float(loss):.4g}, mean E+ "
-            f"{float(e_pos.mean()):.4g}, mean E- {float(e_neg.mean()):.4g} (limit |E| < "
+            f"training diverged at step {self.step + 1}: loss {loss.item():.4g}, mean E+ "
+            f"{e_pos.mean().item():.4g}, mean E- {e_neg.mean().item():.4g} (limit |E| < "
             f"{self.config.max_energy:g}). The weights of step {self._good_step} were restored. "
             "Lower the learning rate, raise alpha (the energy penalty) or the data noise, or "
             "keep spectral norm on.")
@@ -376,15 +408,12 @@ class Trainer:
             from tqdm.auto import tqdm
             bar = tqdm(total=total, desc="training", unit="it")
         start = time.perf_counter()
-        self._good_step = self.step
         try:
             for _ in range(total):
                 metrics = self.train_step()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     metrics["seconds"] = time.perf_counter() - start
                     self.history.append(metrics)
-                    self._good_state = copy.deepcopy(self.model.state_dict())
-                    self._good_step = self.step
                     if callback is not None:
                         callback(self, metrics)
                 if bar is not None:
@@ -413,8 +442,43 @@ class Trainer:
                                  if k.startswith(prefix)})
 
     def metadata(self) -> dict[str, Any]:
+        """What a checkpoint records besides tensors (JSON)."""
         return {"train_config": asdict(self.config), "step": self.step,
-                "data": {"name": self.data.name, "n": len(self.data)}}
+                "train_only": self.train_only, "history": self.history,
+                "data": {"name": self.data.name, "n": len(self.data),
+                         "factors": self.data.factors,
+                         "parametric": sorted(self.data.parametric)}}
+
+    def save(self, run_dir, *, keep: int | None = 3):
+        """Write a checkpoint of everything needed for an exact resume (weights, optimiser,
+        replay buffers, every RNG state); returns its directory."""
+        from .checkpoint import rng_state_tensors, save_checkpoint
+
+        tensors = {**self.state_tensors(), **rng_state_tensors()}
+        return save_checkpoint(run_dir, self.step, model=self.model, optimizer=self.optimizer,
+                               tensors=tensors, metadata=self.metadata(), keep=keep)
+
+    @classmethod
+    def resume(cls, path, data: ConceptData, *, device=None, steps: int | None = None):
+        """A trainer continuing from a checkpoint (a run directory's ``latest`` or a
+        checkpoint directory) on ``data``; bitwise-exact on CPU. ``steps`` overrides the
+        total number of iterations recorded in the checkpoint."""
+        from .checkpoint import load_checkpoint, restore_rng_state
+
+        ckpt = load_checkpoint(path, map_location=device or "cpu")
+        settings = dict(ckpt.metadata["train_config"])
+        if steps is not None:
+            settings["steps"] = steps
+        trainer = cls(data, model=ckpt.model, config=TrainConfig(**settings), device=device,
+                      train_only=ckpt.metadata.get("train_only"))
+        ckpt.load_optimizer_state(trainer.optimizer)
+        trainer.load_state_tensors(ckpt.tensors)
+        restore_rng_state(ckpt.tensors)
+        trainer.step = ckpt.step
+        trainer.history = list(ckpt.metadata.get("history", []))
+        trainer._good_state = copy.deepcopy(trainer.model.state_dict())
+        trainer._good_step = trainer.step
+        return trainer
 
 
 class _FrozenParameters:
