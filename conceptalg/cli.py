@@ -136,3 +136,208 @@ def _register_explain(sub) -> None:
 
 
 _EXTRA_COMMANDS.append(_register_explain)
+
+
+# --- train ----------------------------------------------------------------------------------
+
+def _parse_pairs(text: str):
+    """``default`` | ``none`` | ``circle:red,square:green`` → a holdout for ``shapes``."""
+    if text in ("default", "none"):
+        return text
+    pairs = []
+    for item in text.split(","):
+        shape, sep, color = item.strip().partition(":")
+        if not sep or not shape or not color:
+            raise argparse.ArgumentTypeError(
+                f"--holdout takes 'default', 'none' or pairs like 'circle:red,square:green'; "
+                f"got {item!r}")
+        pairs.append((shape, color))
+    return pairs
+
+
+def _training_data(args: argparse.Namespace):
+    from .training import ConceptData, builtin_data
+
+    if args.data in ("toy2d", "shapes", "scenes", "digits"):
+        holdout = args.holdout
+        if args.data == "shapes" and holdout == "none":
+            holdout = None
+        return builtin_data(args.data, n=args.n, seed=args.seed, holdout=holdout)
+    if args.root is None:
+        raise SystemExit(f"conceptalg train: --data {args.data} needs --root DIR")
+    import torch
+
+    from .data.attributes import load_attribute_folder, load_celeba
+
+    attributes = args.attributes.split(",") if args.attributes else None
+    if args.data == "celeba":
+        dataset = load_celeba(args.root, "train", attributes, resolution=args.resolution)
+    else:
+        dataset = load_attribute_folder(args.root, args.csv, attributes,
+                                        resolution=args.resolution)
+    n = min(len(dataset), args.n)
+    images, values = zip(*(dataset[i] for i in range(n)))
+    x, values = torch.stack(images), torch.stack(values)                 # [N, 3, R, R], [N, A]
+    names = dataset.table.names
+    # each binary attribute is a concept trained on the images that have it
+    factors = {a: [a] for a in names}
+    labels = {a: torch.where(values[:, j] > 0, 0, -1) for j, a in enumerate(names)}
+    return ConceptData(x, factors, labels, name=args.data)
+
+
+def _write_metrics(history, out_dir) -> None:
+    import csv
+    from pathlib import Path
+
+    keys = sorted({k for m in history for k in m}, key=lambda k: (k != "step", k))
+    path = Path(out_dir) / "metrics.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .plots import save_training_curve
+    from .training import Trainer, TrainingDiverged, default_train_config
+    from .training.checkpoint import latest_checkpoint
+
+    out = Path(args.out)
+    data = _training_data(args)
+    if args.resume and latest_checkpoint(out) is not None:
+        trainer = Trainer.resume(out, data, device=args.device, steps=args.steps)
+        _err(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
+    else:
+        if args.resume:
+            _err(f"no checkpoint in {out} yet: starting a new run")
+        overrides = {k: v for k, v in dict(
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            langevin_steps=args.langevin_steps, log_every=args.log_every).items() if v is not None}
+        config = default_train_config(data.sample_shape, **overrides)
+        options = {"width": args.width} if args.width and len(data.sample_shape) == 3 else None
+        trainer = Trainer(data, config=config, heads=args.heads, device=args.device,
+                          backbone_options=options)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(tr, metrics) -> None:
+        _write_metrics(tr.history, out)
+        if tr.step % args.checkpoint_every == 0 or tr.step >= tr.config.steps:
+            tr.save(out, keep=args.keep)
+            save_training_curve(tr.history, out / "training.png")
+
+    try:
+        trainer.fit(progress=not args.no_progress, callback=checkpoint)
+    except TrainingDiverged as e:
+        _err(f"conceptalg train: {e}\nThe last checkpoint in {out} holds good weights.")
+        return 1
+    except KeyboardInterrupt:
+        trainer.save(out, keep=args.keep)
+        _err(f"interrupted at step {trainer.step}: saved; continue with --resume")
+        return 130
+    if trainer.history:
+        save_training_curve(trainer.history, out / "training.png")
+        _write_metrics(trainer.history, out)
+    path = trainer.save(out, keep=args.keep)
+    _out(f"trained {trainer.step} steps: {path}")
+    _out(f"metrics: {out / 'metrics.csv'}, curve: {out / 'training.png'}")
+    return 0
+
+
+def _register_train(sub) -> None:
+    p = sub.add_parser("train", help="train concept heads by contrastive divergence",
+                       description="Train a concept model on built-in or local data; writes "
+                                   "checkpoints, metrics.csv and training.png into --out.",
+                       epilog="Example: conceptalg train --data shapes --out runs/shapes "
+                              "--heads linear --steps 20000")
+    p.add_argument("--data", required=True,
+                   choices=("toy2d", "shapes", "scenes", "digits", "celeba", "folder"))
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--heads", choices=("linear", "film", "classifier"), default="linear")
+    p.add_argument("--holdout", type=_parse_pairs, default="default", metavar="PAIRS",
+                   help="shapes: 'default', 'none' or 'circle:red,square:green'")
+    p.add_argument("--steps", type=int, default=None, help="training iterations")
+    p.add_argument("--n", type=int, default=20_000, help="number of training samples")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--langevin-steps", type=int, default=None)
+    p.add_argument("--width", type=int, default=None, help="conv trunk width")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--root", default=None, help="celeba/folder: the data directory")
+    p.add_argument("--csv", default=None, help="folder: the attribute CSV")
+    p.add_argument("--attributes", default=None, help="celeba/folder: comma-separated names")
+    p.add_argument("--resolution", type=int, default=64, help="celeba/folder image size")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+# --- sample ---------------------------------------------------------------------------------
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import compose, load, sample
+    from .plots import save_expression_grid, save_points
+
+    model = load(args.model)
+    energy = compose(args.expr, model, semantics=args.semantics)
+    options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
+                                     step_size=args.step_size).items() if v is not None}
+    x = sample(energy, args.n, seed=args.seed, device=args.device, progress=not args.no_progress,
+               **options)
+    out = Path(args.out)
+    if x.dim() == 4:
+        save_expression_grid({args.expr: x}, out, ncol=min(args.n, 16))
+    elif x.dim() == 2 and x.shape[1] == 2:
+        save_points({args.expr: x}, out, bounds=model.config.bounds)
+    else:
+        _err(f"samples of shape {tuple(x.shape[1:])} have no picture; use --save")
+    _out(f"wrote {out}")
+    if args.save:
+        path = Path(args.save)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({"samples": x.contiguous().cpu()}, str(path))
+        elif path.suffix == ".npz":
+            import numpy as np
+
+            np.savez(path, samples=x.cpu().numpy())
+        else:
+            _err("--save must end in .safetensors or .npz (pickle is never written)")
+            return 2
+        _out(f"wrote {path}")
+    return 0
+
+
+def _register_sample(sub) -> None:
+    p = sub.add_parser("sample", help="sample from a composed expression",
+                       description="Compose EXPR over a trained model and draw samples; writes "
+                                   "an image grid (or a 2-D histogram).",
+                       epilog='Example: conceptalg sample "red & circle" --model models/shapes '
+                              '--n 64 --out grid.png')
+    p.add_argument("expr", metavar="EXPR")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--out", default="samples.png")
+    p.add_argument("--sampler", choices=("langevin", "mala", "hmc", "mh"), default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--step-size", type=float, default=None)
+    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default="product")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--save", default=None, metavar="FILE",
+                   help="also save the samples (.safetensors or .npz)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_sample)
+
+
+_EXTRA_COMMANDS.extend([_register_train, _register_sample])

@@ -1,0 +1,61 @@
+"""`conceptalg train` and `conceptalg sample` end to end on a tiny budget."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+import conceptalg
+from conceptalg.cli import main
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "toy"
+    code = main(["train", "--data", "toy2d", "--out", str(out), "--steps", "20",
+                 "--log-every", "5", "--checkpoint-every", "10", "--n", "2000", "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_checkpoints_metrics_and_curve(toy_run):
+    names = sorted(p.name for p in toy_run.iterdir())
+    assert {"latest", "metrics.csv", "training.png", "ckpt-000020"} <= set(names)
+    rows = (toy_run / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 1 + 4
+    assert json.loads((toy_run / "latest").read_text())["step"] == 20
+    model = conceptalg.load(toy_run)
+    assert "concept=ring" in model.head_names
+
+
+def test_train_resume_continues_the_run(toy_run, capsys):
+    assert main(["train", "--data", "toy2d", "--out", str(toy_run), "--steps", "30", "--n",
+                 "2000", "--resume", "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert json.loads((toy_run / "latest").read_text())["step"] == 30
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_sample_writes_a_picture_and_tensors(toy_run, tmp_path, suffix):
+    png, tensors = tmp_path / "s.png", tmp_path / f"s{suffix}"
+    assert main(["sample", "ring & ~top", "--model", str(toy_run), "--n", "50", "--out",
+                 str(png), "--save", str(tensors), "--no-progress"]) == 0
+    assert png.stat().st_size > 1000
+    x = load_file(str(tensors))["samples"] if suffix == ".safetensors" else \
+        np.load(tensors, allow_pickle=False)["samples"]
+    assert tuple(x.shape) == (50, 2)
+
+
+def test_sample_rejects_pickle_and_unknown_names(toy_run, tmp_path, capsys):
+    assert main(["sample", "ring", "--model", str(toy_run), "--n", "4", "--out",
+                 str(tmp_path / "a.png"), "--save", str(tmp_path / "a.pt"),
+                 "--no-progress"]) == 2
+    assert main(["sample", "rign", "--model", str(toy_run), "--n", "4", "--out",
+                 str(tmp_path / "b.png"), "--no-progress"]) == 1
+    assert "ring" in capsys.readouterr().err  # the did-you-mean
+
+
+def test_train_rejects_bad_holdout():
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "shapes", "--out", "x", "--holdout", "circle-red"])
