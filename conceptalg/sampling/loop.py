@@ -1,0 +1,183 @@
+"""The run loop: a kernel for ``steps`` steps with warm-up adaptation, finiteness checks,
+thinned traces, annealing and chunking.
+
+Steps ``1 … warmup`` adapt each chain's step size by dual averaging (MH-corrected kernels) and
+then freeze it; steps ``warmup + 1 … steps`` are kept (their energies go to the trace every
+``thin`` steps; the returned samples are the final state).
+
+Finiteness costs no host sync per step: every kernel reports a per-chain ``probe`` that is
+non-finite exactly when an energy or gradient of the step was, the loop adds it into a
+float64 accumulator (one tensor op), and reads the accumulator every ``check_every`` steps and
+at the end. ``on_nonfinite="reset"`` restarts the chains found bad from fresh noise (not at the
+final check: such chains have nothing finite to return, so that raises too).
+
+Chunking (``batch_size``): each step draws the random numbers of *all* chains first, in the same
+order as an unchunked step, then applies the kernel chunk by chunk; so for an energy that treats
+chains independently (and computes each chain's value the same way whatever the batch size) the
+result is identical to the unchunked run, bitwise on CPU. Only the energy's activations shrink.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import SamplerError
+from .adaptation import warmup_init, warmup_update
+from .base import Kernel, per_chain_sum
+
+__all__ = ["RunResult", "run"]
+
+
+class RunResult(NamedTuple):
+    """What :func:`run` returns: the final ``state``; post-warm-up accept counts ``accepted``
+    ``[n]`` (None for ULA or when not recording); ``energy_trace`` and ``grad_norm_trace``
+    ``[T_kept, n]`` (None when not recording / gradient-free); ``resets``: chains restarted."""
+
+    state: Any
+    accepted: Optional[Tensor]
+    energy_trace: Optional[Tensor]
+    grad_norm_trace: Optional[Tensor]
+    resets: int
+
+
+def _slice(nt: NamedTuple, sl: slice) -> NamedTuple:
+    return type(nt)(*(f if f.dim() == 0 else f[sl] for f in nt))
+
+
+def _cat(parts: Sequence[NamedTuple]) -> NamedTuple:
+    return type(parts[0])(*(fs[0] if fs[0].dim() == 0 else torch.cat(fs)
+                            for fs in zip(*parts)))
+
+
+def _chunks(n: int, batch_size: Optional[int]) -> Optional[list[slice]]:
+    if batch_size is None or batch_size >= n:
+        return None
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def _init(kernel: Kernel, x: Tensor, step_size: Tensor, temperature: Tensor,
+          chunks: Optional[list[slice]]):
+    if chunks is None:
+        return kernel.init(x, step_size, temperature)
+    return _cat([kernel.init(x[sl], step_size[sl], temperature) for sl in chunks])
+
+
+def _step(kernel: Kernel, generator: torch.Generator, state, chunks: Optional[list[slice]]):
+    if chunks is None:
+        return kernel.step(generator, state)
+    noise = kernel.draw(generator, state)                     # all chains, unchunked order
+    parts = [kernel.apply(_slice(state, sl), tuple(z[sl] for z in noise)) for sl in chunks]
+    return _cat([p[0] for p in parts]), _cat([p[1] for p in parts])
+
+
+def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tensor,
+        temperature: Tensor, target_accept: Optional[float], generator: torch.Generator,
+        fresh: Callable[[Tensor], Tensor], check_every: int = 10, on_nonfinite: str = "raise",
+        record: bool = False, thin: int = 1, batch_size: Optional[int] = None,
+        progress: Any = None) -> RunResult:
+    """Run ``kernel`` from ``x0`` ``[n, *shape]`` (see the module docstring).
+
+    ``step_size`` ``[n]`` starts each chain; ``temperature`` is 0-d, or ``[steps]`` for an
+    annealing schedule; ``target_accept=None`` disables adaptation; ``fresh(index)`` returns new
+    starting points for the chains ``index`` (used by ``on_nonfinite="reset"``); ``progress``
+    is a tqdm bar or None.
+
+    Example:
+        >>> import torch
+        >>> from conceptalg.sampling import MALA
+        >>> k = MALA().build_kernel(lambda x: 0.5 * (x ** 2).sum(1))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> r = run(k, torch.zeros(50, 2), steps=40, warmup=20, step_size=torch.full((50,), 0.5),
+        ...         temperature=torch.tensor(1.0, dtype=torch.float64), target_accept=0.574,
+        ...         generator=g, fresh=lambda i: torch.randn(len(i), 2, generator=g), record=True)
+        >>> r.energy_trace.shape
+        torch.Size([20, 50])
+    """
+    n = x0.shape[0]
+    chunks = _chunks(n, batch_size)
+    schedule = temperature if temperature.dim() == 1 else None
+    t0 = temperature if schedule is None else schedule[0]
+    state = _init(kernel, x0, step_size, t0, chunks)
+    resets = 0
+
+    def check(state, acc: Tensor, step: int, last: bool) -> tuple[Any, int]:
+        """Read the accumulated probes; raise, or restart the chains found non-finite."""
+        bad = ~torch.isfinite(acc)
+        if not bool(bad.any()):                                         # the host sync
+            return state, 0
+        count = int(bad.sum())
+        if on_nonfinite == "raise" or last:
+            raise SamplerError(_message(count, n, step, check_every, on_nonfinite, steps))
+        index = bad.nonzero().squeeze(1)
+        new = _init(kernel, fresh(index), state.step_size[index], state.temperature, None)
+        return type(state)(*(f if f.dim() == 0 else f.index_copy(0, index, g)
+                             for f, g in zip(state, new))), count
+
+    for _ in range(10):                    # a bad start is re-drawn in "reset" mode
+        state, count = check(state, kernel.probe(state).double(), 0, False)
+        resets += count
+        if count == 0:
+            break
+    else:
+        raise SamplerError(f"chains still start non-finite after 10 re-draws of fresh noise "
+                           f"(step 0, {count} of {n} chains); check the energy")
+
+    acc = torch.zeros(n, dtype=torch.float64, device=x0.device)
+    adapting = target_accept is not None and warmup > 0
+    adapter = warmup_init(state.step_size, target_accept, warmup) if adapting else None
+    kept = (steps - warmup) // thin
+    has_accept = has_grad = False
+    accepted = trace = grad_trace = None
+    if record:
+        trace = torch.empty(kept, n, dtype=state.energy.dtype, device=x0.device)
+        has_grad = hasattr(state, "grad")
+        grad_trace = torch.empty(kept, n, dtype=state.energy.dtype, device=x0.device) \
+            if has_grad else None
+
+    for t in range(steps):
+        if schedule is not None:
+            state = state._replace(temperature=schedule[t])
+        state, info = _step(kernel, generator, state, chunks)
+        acc.add_(info.probe)
+        if adapter is not None and t < warmup:
+            prob = torch.exp(torch.clamp(info.log_accept_ratio, max=0.0)).nan_to_num_(0.0)
+            adapter, eps = warmup_update(adapter, prob)
+            state = state._replace(step_size=eps.to(state.step_size.dtype))
+        if record and t >= warmup:
+            if t == warmup and hasattr(info, "is_accepted"):
+                has_accept = True
+                accepted = torch.zeros(n, dtype=torch.int64, device=x0.device)
+            if has_accept:
+                accepted += info.is_accepted
+            k = t - warmup + 1
+            if k % thin == 0:
+                trace[k // thin - 1] = state.energy
+                if has_grad:
+                    grad_trace[k // thin - 1] = per_chain_sum(state.grad.square()).sqrt()
+        if (t + 1) % check_every == 0 or t + 1 == steps:
+            state, count = check(state, acc, t + 1, t + 1 == steps)
+            resets += count
+            acc.zero_()
+        if progress is not None:
+            progress.update(1)
+    return RunResult(state, accepted, trace, grad_trace, resets)
+
+
+def _message(count: int, n: int, step: int, every: int, mode: str, steps: int) -> str:
+    if step == 0:
+        return (f"{count} of {n} chains start with a non-finite energy or gradient (step 0, "
+                f"the initial state); check init and the energy")
+    first = max(1, step - every + 1) if step % every == 0 else step - step % every + 1
+    where = f"at step {step}" if first == step else f"between steps {first} and {step}"
+    text = (f"{count} of {n} chains went non-finite (NaN or infinite energy or gradient) "
+            f"{where}; finiteness is checked every {every} steps (check_every={every}), and at "
+            f"the end (step {steps}); check_every=1 finds the exact step. ")
+    if mode == "reset":
+        return text + ("With on_nonfinite='reset' chains are restarted only before the last "
+                       "check, so these have no finite sample to return: lower the step size "
+                       "or run more steps.")
+    return text + ("Lower the step size, check the energy, or pass on_nonfinite='reset' to "
+                   "restart only those chains from fresh noise.")
