@@ -22,10 +22,12 @@ from .syntax import parse
 __version__ = "0.1.0"
 
 # Public names whose modules import torch: resolved lazily by __getattr__ (PEP 562).
+# (The library module is `library.py`, not `concepts.py`: importing a submodule binds its name
+# on the package, which would shadow the public function `concepts(expr)`.)
 _LAZY = {
     "compose": "conceptalg.compiler",
     "ComposedEnergy": "conceptalg.compiler",
-    "ConceptLibrary": "conceptalg.concepts",
+    "ConceptLibrary": "conceptalg.library",
     "sample": "conceptalg.sampling",
     "load": "conceptalg.training.checkpoint",
     "train": "conceptalg.training",

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .concepts import SAMPLING_HINTS, Head, as_library
+from .library import SAMPLING_HINTS, Head, as_library
 from .errors import CompileError, UnknownConceptError
 from .expr import And, Concept, Expr, Not, Or, Weighted, concepts, format_number, split_term
 
@@ -791,7 +791,7 @@ def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = 
             ) -> ComposedEnergy:
     """Compile a concept expression into one energy over a concept library (design §4).
 
-    ``concepts`` is a :class:`~conceptalg.concepts.ConceptLibrary`, a trained model with the
+    ``concepts`` is a :class:`~conceptalg.library.ConceptLibrary`, a trained model with the
     library interface, or a ``dict`` of energy functions (keys ``"red"``, ``"color=red"``,
     ``"at"``). ``base`` is ``E_0`` (overrides the library's). ``semantics`` is ``"product"``
     (AND = sum, OR = soft-min, NOT = subtraction anchored by ``E_0`` where needed),

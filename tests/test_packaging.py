@@ -45,3 +45,13 @@ def test_installed_wheel_parses_from_another_directory(tmp_path):
     assert Path(package_dir) == target / "conceptalg"  # the wheel's copy, not the source tree
     assert Path(grammar) == target / "conceptalg" / "grammar" / "concepts.lark"
     assert parsed == "red & ~circle | 2 * x"
+
+
+def test_public_function_names_are_not_shadowed_by_submodules():
+    code = ("import conceptalg, conceptalg.compiler, conceptalg.library, conceptalg.sampling, "
+            "conceptalg.training; print(callable(conceptalg.concepts), callable(conceptalg.parse),"
+            " callable(conceptalg.sample), callable(conceptalg.train), callable(conceptalg.load))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"] * 5

@@ -225,7 +225,7 @@ def test_base_energy_is_constant_and_differentiable():
 
 
 def test_library_carries_heads_base_and_sampling_hints():
-    pytest.importorskip("conceptalg.concepts")
+    pytest.importorskip("conceptalg.library")
     for kind in ("energy", "classifier"):
         lib = toy2d.library(kind)
         assert sorted(lib.names()) == sorted(toy2d.CONCEPTS)
@@ -298,7 +298,9 @@ COMPILED = [
     ("center & ~top", "logic"), ("~(left & top) | ring", "logic"), ("2*~center", "logic"),
     ("~(center & center)", "logic"),
     ("left | ~(top & ~ring)", "product"), ("~(top & ~ring)", "product"),
-    ("~(~top & ~ring) | ~(left & ring)", "product"),
+    ("~(~top & ~ring) | ~(left & ring)", "product"), ("0.5*(~left & ~top)", "product"),
+    ("2*~(left & top) & ring", "product"), ("~(left & top) & ~(left & top)", "product"),
+    ("2*~(left & ~top) | center", "guidance"),
 ]
 
 

@@ -18,9 +18,9 @@ Normal form: ``split_term`` peels weights and negations (double negations cancel
 outward), so every term is ``(w, sign, body)`` with ``body`` a concept, And or Or; then a
 *positive* And child of an And is merged into it (its weights multiply in) and a positive
 weight-1 Or child of an Or is merged into it. A weighted Or child is kept: ``w·E[Or]`` is not an
-Or of weighted children. Under product and guidance a *negated* And is distributed, ``~(b & ~c)`` → ``~b & c`` (an
-And is a weighted sum, so this is exact for its terms), and then merged like any positive And
-child; product's "no positive child" ``E_0`` is decided on the result. This is the compiler's
+Or of weighted children. Under product and guidance a weighted or negated And is distributed, ``2*~(b & ~c)`` →
+``2*~b & 2*c`` (an And is a weighted sum, so this is exact for its terms), and then merged like
+any positive And child; product's "no positive child" ``E_0`` is decided, once, on the result. This is the compiler's
 reading of §4 too: it makes ``compose(simplify(e)) == compose(e)`` hold (the literal reading,
 ``E_0 − E[b & ~c]`` for a negated And at the root or in an Or, does not survive ``simplify``
 folding ``~a & ~a`` into ``2*~a``). Logic never distributes (``1 − P(b)(1 − P(c))`` is not a
@@ -154,9 +154,10 @@ class _Node(NamedTuple):
 def _normal(e: Expr, linear: bool = True) -> tuple[float, int, object]:
     """The normal form of a term: ``(w, sign, body)``, body a Concept or an And/Or ``_Node``.
 
-    ``linear`` (product and guidance, where an And is a weighted sum): a negated And is
-    distributed, ``~(b & ~c)`` → ``~b & c``, so it merges into an enclosing And and gets
-    product's ``E_0`` only when no child of the result is positive.
+    ``linear`` (product and guidance, where an And is a weighted sum): the weight and sign of
+    an And term move into its terms, ``2*~(b & ~c)`` → ``2*~b & 2*c``, so it merges into an
+    enclosing And and gets product's ``E_0`` (once) only when no term of the result is
+    positive.
     """
     w, sign, body = split_term(e)
     if isinstance(body, (And, Or)):
@@ -168,8 +169,8 @@ def _normal(e: Expr, linear: bool = True) -> tuple[float, int, object]:
                 terms.extend((cw * gw, gs, gb) for gw, gs, gb in cb.terms)  # flatten
             else:
                 terms.append((cw, cs, cb))
-        if linear and op == "and" and sign < 0:
-            terms, sign = [(cw, -cs, cb) for cw, cs, cb in terms], 1
+        if linear and op == "and":  # weight and sign move into the sum's terms
+            terms, w, sign = [(w * cw, sign * cs, cb) for cw, cs, cb in terms], 1.0, 1
         body = _Node(op, tuple(terms))
     return w, sign, body
 
@@ -443,7 +444,7 @@ def library(kind: str = "energy"):
     """
     if kind not in ("energy", "classifier"):
         raise ValueError(f"kind must be 'energy' or 'classifier', got {kind!r}")
-    from ..concepts import ConceptLibrary
+    from ..library import ConceptLibrary
     lib = ConceptLibrary()
     heads = energies() if kind == "energy" else log_probs()
     for name, fn in heads.items():

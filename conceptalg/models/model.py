@@ -1,7 +1,7 @@
 """`ConceptModel`: a backbone plus concept heads, usable directly as a concept library.
 
 Three kinds of heads (design §6), all computing ``[B, K]`` outputs for K requested heads in one
-call (the batching protocol of :class:`conceptalg.concepts.ConceptEnergyModel`):
+call (the batching protocol of :class:`conceptalg.library.ConceptEnergyModel`):
 
 - ``linear``: one linear energy head per concept on a shared trunk,
   ``E_k(x) = w_k · h(x) + b_k``. The trunk runs once for any number of heads.
@@ -270,9 +270,9 @@ class ConceptModel(nn.Module):
 
     # --- the concept-library interface ---------------------------------------------------
     def as_concept_library(self):
-        """A :class:`~conceptalg.concepts.ConceptLibrary` over this model's heads (energies
+        """A :class:`~conceptalg.library.ConceptLibrary` over this model's heads (energies
         exposed at temperature 1), carrying the model's sampling hints."""
-        from ..concepts import ConceptLibrary
+        from ..library import ConceptLibrary
 
         cfg = self.config
         lib = ConceptLibrary()

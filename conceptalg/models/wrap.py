@@ -81,7 +81,7 @@ class ClassifierConcepts(nn.Module):
         return self.concept_energies(x, [BASE])[:, 0]
 
     def as_concept_library(self):
-        from ..concepts import ConceptLibrary
+        from ..library import ConceptLibrary
 
         lib = ConceptLibrary()
         lib.add_model(self, {name: None for name in self.columns}, kind="log_prob")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conceptalg import CompileError, Concept, ConceptLibrary, UnknownConceptError, compose
-from conceptalg.concepts import ConceptEnergyModel, Head, as_library
+from conceptalg.library import ConceptEnergyModel, Head, as_library
 
 F64 = torch.float64
 
