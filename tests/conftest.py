@@ -2,11 +2,21 @@
 
 The suite runs on CPU by default; set ``CONCEPTALG_TEST_DEVICE=cuda`` to run the device-aware
 tests on a GPU. Tests marked ``gpu`` skip cleanly when no CUDA device is present.
+
+Tests run torch on one intra-op thread: their tensors are small, so threads only add overhead,
+and on a busy 2-core machine OpenMP spin-waits made small ops (a 2000×2 logsumexp) up to 100×
+slower. Subprocesses started by tests keep torch's own default.
 """
 
 import os
 
 import pytest
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

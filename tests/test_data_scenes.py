@@ -10,13 +10,6 @@ from conceptalg.data.shapes import COLORS, RADII, SHAPES, render
 RHO = RADII[SCENE_SIZE]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensor ops: one thread is faster, and much faster on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,6 @@ from conceptalg.data.shapes import (COLORS, CONCEPTS, DEFAULT_HOLDOUT, FACTORS, 
 R = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensor ops: one thread is faster, and much faster on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- the oracle

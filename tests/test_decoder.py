@@ -11,13 +11,6 @@ from conceptalg.evaluation.decoder import (REASONS, DecoderConfig, decode_scenes
                                            decode_shapes)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensor ops: one thread is faster, and much faster on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- exact on data

@@ -24,13 +24,6 @@ PRECISION = torch.linalg.inv(SIGMA)
 MODES = torch.tensor([[1.5, 0.0], [-1.5, 0.0]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: parallel ops only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def gaussian_energy(x: torch.Tensor) -> torch.Tensor:

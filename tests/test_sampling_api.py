@@ -20,13 +20,6 @@ from conceptalg.sampling.mala import MALAKernel
 SAMPLERS = ["langevin", "mala", "hmc", "mh"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: parallel ops only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def quadratic(x: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,6 @@ from conceptalg.sampling.adaptation import (dual_averaging_init, dual_averaging_
                                             warmup_init, warmup_update)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def ar1(t: int, chains: int, phi: float, seed: int) -> torch.Tensor:

@@ -325,18 +325,10 @@ END_TO_END = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """2000 chains of a 2-D energy gain nothing from intra-op threads, and on a busy machine
-    OpenMP spin-waits make small ops (logsumexp) 100× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("text", list(END_TO_END.values()), ids=list(END_TO_END))
-def test_mala_samples_pass_the_two_sample_test(text, one_thread):
+def test_mala_samples_pass_the_two_sample_test(text):
     """2000 chains from a fixed uniform init, 600 MALA steps (300 adapting warm-up), the final
     states against 2000 exact draws: the permutation MMD test must not reject at 0.01."""
     compose = pytest.importorskip("conceptalg.compiler").compose
