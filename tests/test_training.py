@@ -278,3 +278,21 @@ def test_exact_resume_gives_the_same_losses(tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     loaded = conceptalg.load(tmp_path / "run")
     assert loaded.config == first.model.config
+
+
+def test_head_order_survives_a_checkpoint(tmp_path):
+    # JSON writers may sort object keys: the factor order (= head indices) must not depend on it
+    from conceptalg.training.checkpoint import save_checkpoint
+
+    cfg = ModelConfig(sample_shape=(2,), factors={"zeta": ["b", "a"], "alpha": ["x", "y"]},
+                      parametric={}, backbone="mlp", backbone_options={"hidden": (8,)})
+    model = ConceptModel(cfg).eval()
+    save_checkpoint(tmp_path, 1, model=model)
+    loaded = conceptalg.load(tmp_path)
+    assert loaded.head_names == model.head_names == ["zeta=b", "zeta=a", "alpha=x", "alpha=y"]
+    x = torch.randn(5, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.concept_energies(x, loaded.head_names),
+                                   model.concept_energies(x, model.head_names))
+    with pytest.raises(ValueError, match="list of"):
+        ModelConfig.from_dict({**cfg.to_dict(), "factors": {"b": ["1"], "a": ["2"]}})

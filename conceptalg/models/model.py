@@ -91,7 +91,12 @@ class ModelConfig:
             list(self.parametric)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-ready dict. ``factors`` and ``parametric`` are lists of ``[name, value]``
+        pairs: their order fixes the head indices, and JSON writers may sort object keys."""
+        out = dataclasses.asdict(self)
+        out["factors"] = [[f, list(values)] for f, values in self.factors.items()]
+        out["parametric"] = [[name, n] for name, n in self.parametric.items()]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
@@ -99,6 +104,13 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        data = dict(data)
+        for key in ("factors", "parametric"):
+            if isinstance(data.get(key), dict) and len(data[key]) > 1:
+                raise ValueError(f"model config {key!r} is a JSON object, whose order is not "
+                                 "guaranteed; it must be a list of [name, value] pairs")
+            if key in data:
+                data[key] = dict(data[key])
         return cls(**data)
 
 
