@@ -204,53 +204,87 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .plots import save_training_curve
     from .training import Trainer, TrainingDiverged, default_train_config
+    from .training import distributed
     from .training.checkpoint import latest_checkpoint
 
+    # Under torchrun every process runs this command: join them (None when alone). Rank 0
+    # logs and writes files; saving is collective (the others wait for rank 0's write).
+    ours = not (distributed.dist.is_available() and distributed.dist.is_initialized())
+    group = distributed.from_environment(args.device, timeout=args.timeout)
+    device = group.device if group else args.device
+    main = group is None or group.is_main
+    say = _err if main else (lambda text: None)
     out = Path(args.out)
-    data = _training_data(args)
-    if args.resume and latest_checkpoint(out) is not None:
-        trainer = Trainer.resume(out, data, device=args.device, steps=args.steps)
-        _err(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
-    else:
-        if args.resume:
-            _err(f"no checkpoint in {out} yet: starting a new run")
-        overrides = {k: v for k, v in dict(
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            langevin_steps=args.langevin_steps, log_every=args.log_every).items() if v is not None}
-        config = default_train_config(data.sample_shape, **overrides)
-        options = {"width": args.width} if args.width and len(data.sample_shape) == 3 else None
-        trainer = Trainer(data, config=config, heads=args.heads, device=args.device,
-                          backbone_options=options)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def checkpoint(tr, metrics) -> None:
-        _write_metrics(tr.history, out)
-        if tr.step % args.checkpoint_every == 0 or tr.step >= tr.config.steps:
-            tr.save(out, keep=args.keep)
-            save_training_curve(tr.history, out / "training.png")
-
     try:
-        trainer.fit(progress=not args.no_progress, callback=checkpoint)
-    except TrainingDiverged as e:
-        _err(f"conceptalg train: {e}\nThe last checkpoint in {out} holds good weights.")
-        return 1
-    except KeyboardInterrupt:
-        trainer.save(out, keep=args.keep)
-        _err(f"interrupted at step {trainer.step}: saved; continue with --resume")
-        return 130
-    if trainer.history:
-        save_training_curve(trainer.history, out / "training.png")
-        _write_metrics(trainer.history, out)
-    path = trainer.save(out, keep=args.keep)
-    _out(f"trained {trainer.step} steps: {path}")
-    _out(f"metrics: {out / 'metrics.csv'}, curve: {out / 'training.png'}")
-    return 0
+        data = _training_data(args)
+        if args.resume and latest_checkpoint(out) is not None:
+            trainer = Trainer.resume(out, data, device=device, steps=args.steps)
+            say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
+        else:
+            if args.resume:
+                say(f"no checkpoint in {out} yet: starting a new run")
+            overrides = {k: v for k, v in dict(
+                steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                langevin_steps=args.langevin_steps, log_every=args.log_every).items()
+                if v is not None}
+            config = default_train_config(data.sample_shape, **overrides)
+            options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
+                else None
+            trainer = Trainer(data, config=config, heads=args.heads, device=device,
+                              backbone_options=options)
+        if group is not None:
+            say(f"training on {group.world_size} processes ({group.backend}): "
+                f"{trainer.config.batch_size} samples per process and step, "
+                f"{trainer.config.batch_size * group.world_size} in all")
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+
+        def checkpoint(tr, metrics) -> None:
+            if main:
+                _write_metrics(tr.history, out)
+            if tr.step % args.checkpoint_every == 0 or tr.step >= tr.config.steps:
+                tr.save(out, keep=args.keep)  # every rank: the buffers are gathered
+                if main:
+                    save_training_curve(tr.history, out / "training.png")
+
+        try:
+            trainer.fit(progress=not args.no_progress, callback=checkpoint)
+        except TrainingDiverged as e:
+            say(f"conceptalg train: {e}\nThe last checkpoint in {out} holds good weights.")
+            return 1
+        except KeyboardInterrupt:
+            if group is not None:  # the others may be anywhere: a collective save could hang
+                say(f"interrupted at step {trainer.step}; continue from the last checkpoint "
+                    f"with --resume")
+                if ours:
+                    distributed.shutdown(wait=False)
+                return 130
+            trainer.save(out, keep=args.keep)
+            _err(f"interrupted at step {trainer.step}: saved; continue with --resume")
+            return 130
+        path = trainer.save(out, keep=args.keep)
+        if main:
+            if trainer.history:
+                save_training_curve(trainer.history, out / "training.png")
+                _write_metrics(trainer.history, out)
+            _out(f"trained {trainer.step} steps: {path}")
+            _out(f"metrics: {out / 'metrics.csv'}, curve: {out / 'training.png'}")
+        return 0
+    except BaseException:
+        if ours:  # the others may be gone: do not wait for them
+            distributed.shutdown(wait=False)
+        raise
+    finally:
+        if ours:  # a normal end (a no-op after a failure); a caller's group stays the caller's
+            distributed.shutdown()
 
 
 def _register_train(sub) -> None:
     p = sub.add_parser("train", help="train concept heads by contrastive divergence",
                        description="Train a concept model on built-in or local data; writes "
-                                   "checkpoints, metrics.csv and training.png into --out.",
+                                   "checkpoints, metrics.csv and training.png into --out. Runs "
+                                   "on several processes under torchrun (one per GPU, or CPU "
+                                   "processes with gloo); rank 0 writes the files.",
                        epilog="Example: conceptalg train --data shapes --out runs/shapes "
                               "--heads linear --steps 20000")
     p.add_argument("--data", required=True,
@@ -260,7 +294,9 @@ def _register_train(sub) -> None:
     p.add_argument("--holdout", type=_parse_pairs, default="default", metavar="PAIRS",
                    help="shapes: 'default', 'none' or 'circle:red,square:green'")
     p.add_argument("--steps", type=int, default=None, help="training iterations")
-    p.add_argument("--n", type=int, default=20_000, help="number of training samples")
+    # --num-samples: under torchrun, `--n` is an ambiguous abbreviation of torchrun's own options
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=20_000,
+                   help="number of training samples")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--langevin-steps", type=int, default=None)
@@ -269,7 +305,11 @@ def _register_train(sub) -> None:
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--device", default=None,
+                   help="cpu (default) or cuda (under torchrun: each process's cuda:LOCAL_RANK)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others before "
+                        "failing (default 600)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--root", default=None, help="celeba/folder: the data directory")
     p.add_argument("--csv", default=None, help="folder: the attribute CSV")
@@ -341,3 +381,13 @@ def _register_sample(sub) -> None:
 
 
 _EXTRA_COMMANDS.extend([_register_train, _register_sample])
+
+
+def _register_evaluation(sub) -> None:
+    from .evaluation.commands import REGISTER
+
+    for register in REGISTER:
+        register(sub)
+
+
+_EXTRA_COMMANDS.append(_register_evaluation)

@@ -6,6 +6,11 @@ validates them, builds the kernel, runs it with
 :func:`conceptalg.sampling.loop.run` and returns the final state of the ``n`` chains. The
 energy runs in ``eval()`` mode, its module state is restored afterwards, and all randomness
 comes from one ``torch.Generator`` seeded with ``seed``.
+
+``distributed=True`` (opt-in, never automatic) shards the chains over the processes of an
+initialised ``torch.distributed`` group (:class:`conceptalg.sampling.loop.Shard`): each process
+advances a contiguous block of chains, draws the random numbers of all of them, and the samples
+are all-gathered in chain order — the same samples as one process for the same seed.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from torch import Tensor, nn
 from .base import Bounds
 from .buffer import ReplayBuffer
 from .diagnostics import effective_sample_size, split_rhat
-from .loop import run
+from .loop import Shard, run
 from .settings import (DEFAULT_SAMPLER, DEFAULT_TEMPERATURE, SAMPLERS, Plan, SamplerConfig,
                        check_int, make_plan)
 
@@ -36,6 +41,7 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
            bounds: Optional[tuple[Any, Any]] = None, init: Union[Tensor, ReplayBuffer, None] = None,
            seed: Optional[int] = None, device: Union[str, torch.device, None] = None,
            progress: Optional[bool] = None, return_info: bool = False,
+           distributed: bool = False,
            **options: Any) -> Union[Tensor, tuple[Tensor, dict[str, Any]]]:
     """Draw ``n`` samples ``[n, *shape]`` from ``p(x) ∝ exp(−E(x)/T)`` by MCMC.
 
@@ -57,6 +63,14 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     ``(samples, info)``, ``info`` a dict of diagnostics ("acceptance rate", "step size",
     "energy trace", "gradient norm", "ess", "split r-hat", ...).
 
+    ``distributed=True`` splits the ``n`` chains into contiguous blocks over the processes of
+    the initialised ``torch.distributed`` group (under ``torchrun``; without a group it is one
+    process) and returns all ``n`` samples on every process. Every process must make the same
+    call; each draws the random numbers of all chains and keeps its block's, so a seed gives the
+    same samples whatever the number of processes (bitwise for elementwise energies, to rounding
+    for networks, whose batched kernels may round differently). ``seed=None`` takes rank 0's
+    seed. The energy must live on each process's device (``cuda:LOCAL_RANK`` with NCCL).
+
     Example:
         >>> import torch, conceptalg
         >>> energy = lambda x: 0.5 * ((x - 2.0) ** 2).sum(1)         # N(2, I)
@@ -74,8 +88,13 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     config = plan.config
     device, dtype = _device_dtype(energy, init, device)
     generator = torch.Generator(device=device)
+    shard = _shard(n) if distributed else None
     if seed is None:
         seed = generator.seed()
+        if shard is not None:  # every process must draw the same numbers
+            from ..training.distributed import broadcast_int
+            seed = broadcast_int(seed % 2 ** 63)
+            generator.manual_seed(seed)
     else:
         check_int("seed", seed, 0)
         generator.manual_seed(seed)
@@ -97,7 +116,7 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     kernel = config.build_kernel(energy, bounds=box, mask=mask)
     target = config.target_accept if config.adapts and config.adapt else None
     bar = None
-    if progress:
+    if progress and (shard is None or shard.start == 0):  # one bar: the first process's
         from tqdm import tqdm
         bar = tqdm(total=plan.steps, desc=f"sampling ({config.name})", unit="step")
     try:
@@ -106,7 +125,7 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
                          temperature=temps, target_accept=target, generator=generator,
                          fresh=fresh, check_every=plan.check_every,
                          on_nonfinite=plan.on_nonfinite, record=return_info, thin=plan.thin,
-                         batch_size=plan.batch_size, progress=bar)
+                         batch_size=plan.batch_size, progress=bar, shard=shard)
     finally:
         if bar is not None:
             bar.close()
@@ -114,6 +133,21 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     if not return_info:
         return samples
     return samples, _info(result, plan, seed, temps)
+
+
+def _shard(n: int) -> Optional[Shard]:
+    """This process's block of the ``n`` chains, or None without a multi-process group."""
+    from ..training.distributed import all_gather_rows, current, shard_bounds
+
+    group = current()
+    if group is None:
+        return None
+    if n < group.world_size:
+        raise ValueError(f"distributed sampling needs at least one chain per process: n={n} "
+                         f"chains for {group.world_size} processes")
+    bounds = shard_bounds(n, group.world_size)
+    return Shard(bounds[group.rank], bounds[group.rank + 1], n,
+                 lambda t: all_gather_rows(t, bounds))
 
 
 def _info(result, plan: Plan, seed: int, temps: Tensor) -> dict[str, Any]:

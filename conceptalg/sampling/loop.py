@@ -15,6 +15,12 @@ Chunking (``batch_size``): each step draws the random numbers of *all* chains fi
 order as an unchunked step, then applies the kernel chunk by chunk; so for an energy that treats
 chains independently (and computes each chain's value the same way whatever the batch size) the
 result is identical to the unchunked run, bitwise on CPU. Only the energy's activations shrink.
+
+Sharding (``shard``, for ``sample(..., distributed=True)``) is the same idea across processes:
+every process draws the random numbers of *all* ``n`` chains (and runs every finiteness check
+on all chains' probes, all-gathered) and advances only its own block of chains; the final state
+and the traces are all-gathered in chain order. So a seed gives the same samples whatever the
+number of processes — bitwise for elementwise energies, to rounding for networks.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ..errors import SamplerError
 from .adaptation import warmup_init, warmup_update
 from .base import Kernel, per_chain_sum
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "Shard", "run"]
 
 
 class RunResult(NamedTuple):
@@ -41,6 +47,24 @@ class RunResult(NamedTuple):
     energy_trace: Optional[Tensor]
     grad_norm_trace: Optional[Tensor]
     resets: int
+
+
+class Shard(NamedTuple):
+    """This process's block ``start:stop`` of ``n`` chains in a sharded run, and ``gather``:
+    a function that concatenates every process's block ``[k, ...]`` into ``[n, ...]`` in chain
+    order (an all-gather; every process calls it at the same points)."""
+
+    start: int
+    stop: int
+    n: int
+    gather: Callable[[Tensor], Tensor]
+
+
+def _stand_in(state, n: int):
+    """A state whose ``x`` has the shape of all ``n`` chains (a broadcast view, no copy):
+    ``draw`` reads only ``x``'s shape, dtype and device."""
+    x = state.x
+    return state._replace(x=x[:1].expand(n, *x.shape[1:]))
 
 
 def _slice(nt: NamedTuple, sl: slice) -> NamedTuple:
@@ -65,10 +89,17 @@ def _init(kernel: Kernel, x: Tensor, step_size: Tensor, temperature: Tensor,
     return _cat([kernel.init(x[sl], step_size[sl], temperature) for sl in chunks])
 
 
-def _step(kernel: Kernel, generator: torch.Generator, state, chunks: Optional[list[slice]]):
-    if chunks is None:
+def _step(kernel: Kernel, generator: torch.Generator, state, chunks: Optional[list[slice]],
+          shard: Optional[Shard] = None):
+    if chunks is None and shard is None:
         return kernel.step(generator, state)
-    noise = kernel.draw(generator, state)                     # all chains, unchunked order
+    if shard is None:
+        noise = kernel.draw(generator, state)                 # all chains, unchunked order
+    else:
+        noise = kernel.draw(generator, _stand_in(state, shard.n))        # all n chains
+        noise = tuple(z[shard.start:shard.stop] for z in noise)          # this block's
+    if chunks is None:
+        return kernel.apply(state, noise)
     parts = [kernel.apply(_slice(state, sl), tuple(z[sl] for z in noise)) for sl in chunks]
     return _cat([p[0] for p in parts]), _cat([p[1] for p in parts])
 
@@ -77,13 +108,15 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
         temperature: Tensor, target_accept: Optional[float], generator: torch.Generator,
         fresh: Callable[[Tensor], Tensor], check_every: int = 10, on_nonfinite: str = "raise",
         record: bool = False, thin: int = 1, batch_size: Optional[int] = None,
-        progress: Any = None) -> RunResult:
+        progress: Any = None, shard: Optional[Shard] = None) -> RunResult:
     """Run ``kernel`` from ``x0`` ``[n, *shape]`` (see the module docstring).
 
     ``step_size`` ``[n]`` starts each chain; ``temperature`` is 0-d, or ``[steps]`` for an
     annealing schedule; ``target_accept=None`` disables adaptation; ``fresh(index)`` returns new
     starting points for the chains ``index`` (used by ``on_nonfinite="reset"``); ``progress``
-    is a tqdm bar or None.
+    is a tqdm bar or None. With ``shard``, ``x0`` and ``step_size`` still hold all ``n`` chains
+    and ``fresh`` takes global chain indices; this process advances rows ``start:stop`` and the
+    result holds all chains again (see the module docstring).
 
     Example:
         >>> import torch
@@ -97,7 +130,9 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
         torch.Size([20, 50])
     """
     n = x0.shape[0]
-    chunks = _chunks(n, batch_size)
+    if shard is not None:
+        x0, step_size = x0[shard.start:shard.stop], step_size[shard.start:shard.stop]
+    chunks = _chunks(x0.shape[0], batch_size)
     schedule = temperature if temperature.dim() == 1 else None
     t0 = temperature if schedule is None else schedule[0]
     state = _init(kernel, x0, step_size, t0, chunks)
@@ -105,6 +140,8 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
 
     def check(state, acc: Tensor, step: int, last: bool) -> tuple[Any, int]:
         """Read the accumulated probes; raise, or restart the chains found non-finite."""
+        if shard is not None:   # every process decides on all chains, so all act alike
+            acc = shard.gather(acc)
         bad = ~torch.isfinite(acc)
         if not bool(bad.any()):                                         # the host sync
             return state, 0
@@ -112,7 +149,13 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
         if on_nonfinite == "raise" or last:
             raise SamplerError(_message(count, n, step, check_every, on_nonfinite, steps))
         index = bad.nonzero().squeeze(1)
-        new = _init(kernel, fresh(index), state.step_size[index], state.temperature, None)
+        x_new = fresh(index)                    # drawn for every bad chain, in every process
+        if shard is not None:
+            mine = (index >= shard.start) & (index < shard.stop)
+            index, x_new = index[mine] - shard.start, x_new[mine]
+            if index.numel() == 0:
+                return state, count
+        new = _init(kernel, x_new, state.step_size[index], state.temperature, None)
         return type(state)(*(f if f.dim() == 0 else f.index_copy(0, index, g)
                              for f, g in zip(state, new))), count
 
@@ -125,22 +168,23 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
         raise SamplerError(f"chains still start non-finite after 10 re-draws of fresh noise "
                            f"(step 0, {count} of {n} chains); check the energy")
 
-    acc = torch.zeros(n, dtype=torch.float64, device=x0.device)
+    acc = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
     adapting = target_accept is not None and warmup > 0
     adapter = warmup_init(state.step_size, target_accept, warmup) if adapting else None
     kept = (steps - warmup) // thin
     has_accept = has_grad = False
     accepted = trace = grad_trace = None
+    k = x0.shape[0]                                                     # this process's chains
     if record:
-        trace = torch.empty(kept, n, dtype=state.energy.dtype, device=x0.device)
+        trace = torch.empty(kept, k, dtype=state.energy.dtype, device=x0.device)
         has_grad = hasattr(state, "grad")
-        grad_trace = torch.empty(kept, n, dtype=state.energy.dtype, device=x0.device) \
+        grad_trace = torch.empty(kept, k, dtype=state.energy.dtype, device=x0.device) \
             if has_grad else None
 
     for t in range(steps):
         if schedule is not None:
             state = state._replace(temperature=schedule[t])
-        state, info = _step(kernel, generator, state, chunks)
+        state, info = _step(kernel, generator, state, chunks, shard)
         acc.add_(info.probe)
         if adapter is not None and t < warmup:
             prob = torch.exp(torch.clamp(info.log_accept_ratio, max=0.0)).nan_to_num_(0.0)
@@ -149,20 +193,26 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
         if record and t >= warmup:
             if t == warmup and hasattr(info, "is_accepted"):
                 has_accept = True
-                accepted = torch.zeros(n, dtype=torch.int64, device=x0.device)
+                accepted = torch.zeros(k, dtype=torch.int64, device=x0.device)
             if has_accept:
                 accepted += info.is_accepted
-            k = t - warmup + 1
-            if k % thin == 0:
-                trace[k // thin - 1] = state.energy
+            m = t - warmup + 1
+            if m % thin == 0:
+                trace[m // thin - 1] = state.energy
                 if has_grad:
-                    grad_trace[k // thin - 1] = per_chain_sum(state.grad.square()).sqrt()
+                    grad_trace[m // thin - 1] = per_chain_sum(state.grad.square()).sqrt()
         if (t + 1) % check_every == 0 or t + 1 == steps:
             state, count = check(state, acc, t + 1, t + 1 == steps)
             resets += count
             acc.zero_()
         if progress is not None:
             progress.update(1)
+    if shard is not None:
+        state = type(state)(*(f if f.dim() == 0 else shard.gather(f) for f in state))
+        accepted = None if accepted is None else shard.gather(accepted)
+        trace = None if trace is None else shard.gather(trace.T).T.contiguous()
+        grad_trace = None if grad_trace is None else \
+            shard.gather(grad_trace.T).T.contiguous()
     return RunResult(state, accepted, trace, grad_trace, resets)
 
 
