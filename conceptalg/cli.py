@@ -327,12 +327,35 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from . import compose, load, sample
     from .plots import save_expression_grid, save_points
 
-    model = load(args.model)
-    energy = compose(args.expr, model, semantics=args.semantics)
-    options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
-                                     step_size=args.step_size).items() if v is not None}
-    x = sample(energy, args.n, seed=args.seed, device=args.device, progress=not args.no_progress,
-               **options)
+    if args.save and Path(args.save).suffix not in (".safetensors", ".npz"):
+        _err("--save must end in .safetensors or .npz (pickle is never written)")
+        return 2
+    group = None
+    if args.distributed:  # opt-in: chains split over the torchrun processes
+        from .training import distributed
+
+        group = distributed.from_environment(args.device)
+    try:
+        model = load(args.model)
+        energy = compose(args.expr, model, semantics=args.semantics)
+        options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
+                                         step_size=args.step_size).items() if v is not None}
+        x = sample(energy, args.n, seed=args.seed,
+                   device=group.device if group is not None else args.device,
+                   progress=not args.no_progress and (group is None or group.rank == 0),
+                   distributed=group is not None, **options)
+        if group is not None and group.rank != 0:
+            return 0  # every process holds all samples; rank 0 writes them
+        _write_samples(args, x, model, save_expression_grid, save_points)
+    finally:
+        if group is not None:
+            distributed.shutdown()
+    return 0
+
+
+def _write_samples(args, x, model, save_expression_grid, save_points) -> None:
+    from pathlib import Path
+
     out = Path(args.out)
     if x.dim() == 4:
         save_expression_grid({args.expr: x}, out, ncol=min(args.n, 16))
@@ -347,15 +370,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             from safetensors.torch import save_file
 
             save_file({"samples": x.contiguous().cpu()}, str(path))
-        elif path.suffix == ".npz":
+        else:
             import numpy as np
 
             np.savez(path, samples=x.cpu().numpy())
-        else:
-            _err("--save must end in .safetensors or .npz (pickle is never written)")
-            return 2
         _out(f"wrote {path}")
-    return 0
 
 
 def _register_sample(sub) -> None:
@@ -366,7 +385,9 @@ def _register_sample(sub) -> None:
                               '--n 64 --out grid.png')
     p.add_argument("expr", metavar="EXPR")
     p.add_argument("--model", required=True, metavar="DIR")
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=64,
+                   help="number of samples (write --num-samples under torchrun, which claims "
+                        "--n as an abbreviation of its own options)")
     p.add_argument("--out", default="samples.png")
     p.add_argument("--sampler", choices=("langevin", "mala", "hmc", "mh"), default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -377,6 +398,9 @@ def _register_sample(sub) -> None:
     p.add_argument("--save", default=None, metavar="FILE",
                    help="also save the samples (.safetensors or .npz)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun: split the chains over the processes (same samples "
+                        "for a seed whatever the number of processes); rank 0 writes")
     p.set_defaults(func=_cmd_sample)
 
 

@@ -375,6 +375,21 @@ def test_cli_train_under_torchrun(tmp_path):
     assert main(["train", "--data", "toy2d", "--n", "400", "--out", str(out), "--steps", "6",
                  "--resume", "--no-progress"]) == 0
     assert json.loads((out / "latest").read_text())["step"] == 6
+    # `conceptalg sample --distributed` under torchrun: the same samples as one process
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    assert main(["sample", "ring & top", "--model", str(out), "--n", "40", "--steps", "20",
+                 "--out", str(tmp_path / "one.png"), "--save", str(one), "--no-progress"]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "conceptalg", "sample", "ring & top", "--model", str(out), "--num-samples", "40",
+           "--steps", "20", "--out", str(tmp_path / "two.png"), "--save", str(two),
+           "--no-progress", "--distributed"]
+    done = subprocess.run(cmd, env=_environment(), capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(f"wrote {two}") == 1  # rank 0 alone writes
+    from safetensors.torch import load_file
+
+    torch.testing.assert_close(load_file(str(two))["samples"], load_file(str(one))["samples"])
 
 
 # --- bad set-ups end with a clear error, not a hang ----------------------------------------
