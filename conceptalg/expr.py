@@ -418,9 +418,17 @@ def simplify(expr: Expr) -> Expr:
     w, sign, body = split_term(expr)
     if isinstance(body, And):
         totals: dict[tuple[int, Expr], float] = {}
+
+        def add(term: Expr, scale: float) -> None:
+            tw, ts, tb = split_term(term)
+            if ts > 0 and isinstance(tb, And):  # `a & 2*(b & c)`: a positive weighted And
+                for sub in tb.terms:            # merges, its weight on each of its terms
+                    add(sub, scale * tw)        # (exact in every semantics: (P_b P_c)^2)
+            else:
+                totals[(ts, tb)] = totals.get((ts, tb), 0.0) + scale * tw
+
         for t in body.terms:
-            tw, ts, tb = split_term(simplify(t))
-            totals[(ts, tb)] = totals.get((ts, tb), 0.0) + tw
+            add(simplify(t), 1.0)
         terms = [_term(tw, ts, tb) for (ts, tb), tw in totals.items()]
         body = terms[0] if len(terms) == 1 else And(*terms)
         if len(terms) == 1:  # the And folded into a single weighted term
