@@ -40,7 +40,8 @@ from torch import Tensor, nn
 
 from .library import SAMPLING_HINTS, Head, as_library
 from .errors import CompileError, UnknownConceptError
-from .expr import And, Concept, Expr, Not, Or, Weighted, concepts, format_number, split_term
+from .expr import (And, Concept, Expr, Not, Or, Weighted, as_expr, concepts, format_number,
+                   split_term)
 
 __all__ = ["compose", "ComposedEnergy", "explain", "normal_form", "log1mexp", "SEMANTICS"]
 
@@ -154,7 +155,7 @@ def normal_form(expr: Expr | str, semantics: str = "product") -> Expr:
         >>> str(normal_form("c & ~(a & ~b)", "logic"))
         'c & ~(a & ~b)'
     """
-    expr = _as_expr(expr)
+    expr = as_expr(expr)
     _check_semantics(semantics)
     return _to_expr(_normal_form(expr, semantics != "logic"))
 
@@ -351,16 +352,6 @@ class _Planner:
         return 0.0
 
 
-def _as_expr(expr_or_text: Expr | str) -> Expr:
-    if isinstance(expr_or_text, Expr):
-        return expr_or_text
-    if isinstance(expr_or_text, str):
-        from .syntax import parse
-        return parse(expr_or_text)
-    raise TypeError(f"expected a concept expression or its text, got "
-                    f"{type(expr_or_text).__name__}")
-
-
 def _check_semantics(semantics: str) -> None:
     if semantics not in SEMANTICS:
         raise CompileError(f"unknown semantics {semantics!r}; choose one of "
@@ -399,7 +390,7 @@ class ComposedEnergy(nn.Module):
                  semantics: str = "product", or_temperature: float = 1.0,
                  or_log_weights: Mapping[str, float] | Sequence[float] | None = None) -> None:
         super().__init__()
-        self.expr = _as_expr(expr)
+        self.expr = as_expr(expr)
         _check_semantics(semantics)
         tau = float(or_temperature)
         if not (math.isfinite(tau) and tau > 0):
@@ -478,7 +469,7 @@ class ComposedEnergy(nn.Module):
         if isinstance(or_log_weights, Mapping):
             table = {}
             for text, value in or_log_weights.items():
-                term = _normal_form(_as_expr(text), linear)
+                term = _normal_form(as_expr(text), linear)
                 table[term] = _finite(value, f"or_log_weights[{text!r}]")
             return table
         values = list(or_log_weights)

@@ -99,16 +99,16 @@ class Expr:
 
     # --- Python operators build the same trees as the parser -------------------------------
     def __and__(self, other: "Expr | str") -> "And":
-        return And(self, _coerce(other))
+        return And(self, as_expr(other))
 
     def __rand__(self, other: "Expr | str") -> "And":
-        return And(_coerce(other), self)
+        return And(as_expr(other), self)
 
     def __or__(self, other: "Expr | str") -> "Or":
-        return Or(self, _coerce(other))
+        return Or(self, as_expr(other))
 
     def __ror__(self, other: "Expr | str") -> "Or":
-        return Or(_coerce(other), self)
+        return Or(as_expr(other), self)
 
     def __invert__(self) -> "Not":
         return Not(self)
@@ -128,14 +128,16 @@ def _rebuild(cls, args, span):
     return cls(*args, span=span)
 
 
-def _coerce(value: "Expr | str") -> Expr:
+def as_expr(value: "Expr | str") -> Expr:
+    """``value`` itself if it is an expression, else its text parsed (a ``TypeError`` for
+    anything else)."""
     if isinstance(value, Expr):
         return value
     if isinstance(value, str):
         from .syntax import parse
         return parse(value)
-    raise TypeError(f"cannot combine a concept expression with {type(value).__name__} "
-                    f"{value!r}; use an Expr or expression text")
+    raise TypeError(f"expected a concept expression or its text, got {type(value).__name__} "
+                    f"{value!r}")
 
 
 class Concept(Expr):
@@ -325,7 +327,7 @@ NODE_TYPES = (Concept, Not, Weighted, And, Or)
 
 def _check_node(value, where: str) -> Expr:
     if isinstance(value, str):
-        return _coerce(value)
+        return as_expr(value)
     if not isinstance(value, Expr):
         raise TypeError(f"{where} takes concept expressions, got {type(value).__name__} {value!r}")
     return value
