@@ -549,7 +549,7 @@ class Trainer:
                 "world_size": self.world_size,
                 "data": {"name": self.data.name, "n": len(self.data),
                          "factors": self.data.factors,
-                         "parametric": sorted(self.data.parametric)}}
+                         "parametric": sorted(self.data.parametric), **self.data.spec}}
 
     def save(self, run_dir, *, keep: int | None = 3):
         """Write a checkpoint of everything needed for an exact resume (weights, optimiser,

@@ -41,6 +41,9 @@ class ConceptData:
     parametric: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     bounds: tuple[float, float] | None = (0.0, 1.0)
     name: str = "custom"
+    #: JSON facts about how the data was made (e.g. ``{"holdout": [[shape, colour], ...]}``),
+    #: recorded in checkpoints so that evaluation knows the seen and held-out combinations.
+    spec: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, Tensor) or self.x.dim() < 2:
@@ -130,12 +133,13 @@ def builtin_data(name: str, n: int = 20_000, seed: int = 0, *, holdout="default"
         return ConceptData(torch.cat(xs), {"concept": names}, {"concept": labels},
                            bounds=tuple(map(float, toy2d.BOUNDS)), name="toy2d")
     if name == "shapes":
-        from ..data.shapes import DEFAULT_HOLDOUT, FACTORS, ShapesDataset
+        from ..data.shapes import DEFAULT_HOLDOUT, FACTORS, ShapesDataset, resolve_holdout
 
-        ds = ShapesDataset(n, seed=seed, split="train",
-                           holdout=DEFAULT_HOLDOUT if holdout == "default" else holdout)
+        held = resolve_holdout(DEFAULT_HOLDOUT if holdout == "default" else holdout)
+        ds = ShapesDataset(n, seed=seed, split="train", holdout=held)
         return ConceptData(ds.images, {f: list(v) for f, v in FACTORS.items()},
-                           dict(ds.labels), name="shapes")
+                           dict(ds.labels), name="shapes",
+                           spec={"seed": seed, "holdout": sorted(map(list, held))})
     if name == "scenes":
         from ..data.scenes import ScenesDataset
 
