@@ -319,6 +319,37 @@ def _register_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+# --- export ---------------------------------------------------------------------------------
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .training.export import export_model
+
+    try:
+        path = export_model(args.run, args.out, init_bank=args.init_bank)
+    except ValueError as e:
+        if isinstance(e, ConceptAlgError):  # e.g. CheckpointError: reported by main()
+            raise
+        _err(f"conceptalg export: {e}")
+        return 2
+    size = sum(f.stat().st_size for f in path.iterdir())
+    _out(f"exported {path} ({size / 1e6:.1f} MB); load it with conceptalg.load({str(args.out)!r})")
+    return 0
+
+
+def _register_export(sub) -> None:
+    p = sub.add_parser("export", help="write a small model for users from a training run",
+                       description="Copy a run's weights and config (no optimiser, no replay "
+                                   "buffers) into a new directory, keeping the newest samples "
+                                   "of the base replay buffer as the model's default starting "
+                                   "points for sampling.",
+                       epilog="Example: conceptalg export runs/shapes models/shapes")
+    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
+    p.add_argument("out", help="directory to write (a run directory with one checkpoint)")
+    p.add_argument("--init-bank", type=int, default=256, metavar="N",
+                   help="start images kept with the model (default 256; 0: none)")
+    p.set_defaults(func=_cmd_export)
+
+
 # --- sample ---------------------------------------------------------------------------------
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -404,7 +435,7 @@ def _register_sample(sub) -> None:
     p.set_defaults(func=_cmd_sample)
 
 
-_EXTRA_COMMANDS.extend([_register_train, _register_sample])
+_EXTRA_COMMANDS.extend([_register_train, _register_export, _register_sample])
 
 
 def _register_evaluation(sub) -> None:

@@ -229,6 +229,22 @@ def test_energy_init_samples_used_without_bounds():
     assert calls == [5] and torch.allclose(x, torch.full((5, 2), 9.0))
 
 
+def test_energy_init_samples_win_over_bounds_and_are_clamped():
+    class Own:
+        sample_shape = (2,)
+        bounds = (0.0, 1.0)
+
+        def __call__(self, x):
+            return quadratic(x)
+
+        def init_samples(self, n, generator, device):
+            return torch.tensor([[0.25, 0.75], [0.5, 3.0]], device=device)[:n]
+
+    x = conceptalg.sample(Own(), 2, sampler=MH(adapt=False), step_size=1e-9, steps=1,
+                          warmup=0, seed=0)
+    assert torch.equal(x, torch.tensor([[0.25, 0.75], [0.5, 1.0]]))
+
+
 def test_unknown_default_key_is_reported():
     class Bad:
         sampler_defaults = {"stepsize": 1.0}

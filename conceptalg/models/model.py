@@ -46,7 +46,10 @@ class ModelConfig:
     maps parametric concept names to their number of arguments (``{"at": 2}``; FiLM only).
     ``temperature`` is the temperature ``T = σ²/(2λ)`` of the Langevin dynamics the energies
     were trained with; the library exposes ``E / T`` so that samplers see ``T = 1``.
-    ``sampler_defaults`` are keyword defaults for :func:`conceptalg.sample`.
+    ``sampler_defaults`` are keyword defaults for :func:`conceptalg.sample`. ``init_bank``
+    is the number of stored starting images (model samples kept with the weights, e.g. from
+    the base replay buffer by :func:`conceptalg.training.export_model`); when it is > 0,
+    chains start from them by default instead of from uniform noise, as in training.
     """
 
     sample_shape: tuple[int, ...]
@@ -59,6 +62,7 @@ class ModelConfig:
     bounds: tuple[float, float] | None = (0.0, 1.0)
     temperature: float = 1.0
     sampler_defaults: dict[str, Any] = field(default_factory=dict)
+    init_bank: int = 0
 
     def __post_init__(self) -> None:
         self.sample_shape = tuple(int(s) for s in self.sample_shape)
@@ -81,6 +85,9 @@ class ModelConfig:
                 raise ValueError(f"factor {f!r} needs distinct values, got {values}")
             if self.heads == "classifier" and len(values) < 2:
                 raise ValueError(f"a classifier factor needs ≥ 2 values; {f!r} has {values}")
+        if isinstance(self.init_bank, bool) or not isinstance(self.init_bank, int) \
+                or self.init_bank < 0:
+            raise ValueError(f"init_bank must be an int ≥ 0, got {self.init_bank!r}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
 
@@ -162,6 +169,9 @@ class ConceptModel(nn.Module):
                 f: nn.Linear(features, len(values)) for f, values in config.factors.items()})
             self.value_index = {f"{f}={v}": (f, j) for f, values in config.factors.items()
                                 for j, v in enumerate(values)}
+        if config.init_bank:  # half precision: starting points need no more
+            self.register_buffer("init_bank", torch.zeros(config.init_bank, *config.sample_shape,
+                                                          dtype=torch.float16))
 
     # --- the batching protocol ----------------------------------------------------------
     def concept_energies(self, x: torch.Tensor, heads: Sequence[str],
@@ -297,7 +307,43 @@ class ConceptModel(nn.Module):
         lib.sample_shape = cfg.sample_shape
         lib.bounds = cfg.bounds
         lib.sampler_defaults = dict(cfg.sampler_defaults)
+        lib.init_samples = self.init_samples
         return lib
+
+    @property
+    def init_samples(self):
+        """``init_samples(n, generator, device) -> [n, *sample_shape]``: ``n`` starting points
+        drawn with replacement from the stored bank (the sampler's default start), or ``None``
+        when the model stores none (``config.init_bank == 0``)."""
+        if not self.config.init_bank:
+            return None
+
+        def draw(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+            bank = self.init_bank
+            where = generator.device if generator is not None else bank.device
+            rows = torch.randint(len(bank), (n,), generator=generator, device=where)
+            return bank[rows.to(bank.device)].to(device=device or bank.device,
+                                                  dtype=torch.float32)
+        return draw
+
+    def fill_init_bank(self, samples: torch.Tensor) -> None:
+        """Store ``samples`` ``[M, *sample_shape]`` as the starting bank (the first
+        ``config.init_bank`` rows; ``M`` must be at least that), clamped to the bounds."""
+        k = self.config.init_bank
+        shape = tuple(self.config.sample_shape)
+        if not k:
+            raise ValueError("this model stores no init bank: build it with "
+                             "ModelConfig(init_bank=N)")
+        if samples.dim() != len(shape) + 1 or tuple(samples.shape[1:]) != shape \
+                or len(samples) < k:
+            raise ValueError(f"fill_init_bank needs at least {k} samples shaped {list(shape)}, "
+                             f"got {list(samples.shape)}")
+        x = samples[:k].detach().float()
+        if not torch.isfinite(x).all():
+            raise ValueError("fill_init_bank: the samples hold non-finite values")
+        if self.config.bounds is not None:
+            x = x.clamp(*self.config.bounds)
+        self.init_bank.copy_(x.to(self.init_bank.dtype))
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

@@ -53,8 +53,9 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     MH-corrected step sizes per chain and are discarded. ``temperature`` is a number, a
     per-step schedule (sequence or callable ``step -> T``) for annealing. ``bounds=(low, high)``:
     ULA clamps, the others reject proposals outside. ``init``: a tensor ``[n, *shape]`` (or one
-    sample), or a :class:`ReplayBuffer`; default uniform within ``bounds``, else
-    ``energy.init_samples``, else standard normal. ``options``: ``mask`` (bool, one sample's
+    sample), or a :class:`ReplayBuffer`; default ``energy.init_samples`` (the model's own
+    starting points, e.g. a trained model's stored bank), else uniform within ``bounds``,
+    else standard normal. ``options``: ``mask`` (bool, one sample's
     shape: ``True`` = free, ``False`` = kept at ``init``), ``grad_clip``, ``num_leapfrog``,
     ``jitter``, ``target_accept``, ``adapt``, ``on_nonfinite`` (``"raise"``, or ``"reset"``:
     restart non-finite chains from fresh noise), ``batch_size`` (chains per energy call; same
@@ -261,15 +262,13 @@ def _resolve_mask(mask, shape, device) -> Optional[Tensor]:
 
 def _noise(energy, box: Optional[Bounds], shape, device, dtype,
            generator) -> Callable[[int], Tensor]:
-    """Fresh starting points: uniform in finite bounds, else init_samples, else N(0, I)."""
+    """Fresh starting points: the energy's own init_samples, else uniform in finite bounds,
+    else N(0, I)."""
     own = getattr(energy, "init_samples", None)
     finite = box is not None and all(bool(torch.isfinite(torch.as_tensor(s)).all())
                                      for s in box)
 
     def noise(k: int) -> Tensor:
-        if finite:
-            u = torch.rand((k, *shape), generator=generator, device=device, dtype=dtype)
-            return box.low + (box.high - box.low) * u
         if own is not None:
             x = own(k, generator, device)
             if not isinstance(x, Tensor) or tuple(x.shape) != (k, *shape):
@@ -277,6 +276,9 @@ def _noise(energy, box: Optional[Bounds], shape, device, dtype,
                                  f"tensor of shape {[k, *shape]}, got "
                                  f"{list(getattr(x, 'shape', []))}")
             x = x.to(device=device, dtype=dtype)
+        elif finite:
+            u = torch.rand((k, *shape), generator=generator, device=device, dtype=dtype)
+            return box.low + (box.high - box.low) * u
         else:
             x = torch.randn((k, *shape), generator=generator, device=device, dtype=dtype)
         return x if box is None else box.clamp(x)

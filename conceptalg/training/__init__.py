@@ -11,9 +11,10 @@ from typing import Any
 from ..models.model import ConceptModel
 from .cd import TrainConfig, Trainer, TrainingDiverged, default_train_config
 from .data import BUILTIN_DATA, ConceptData, builtin_data
+from .export import export_model
 
 __all__ = ["train", "Trainer", "TrainConfig", "TrainingDiverged", "ConceptData",
-           "builtin_data", "default_train_config", "BUILTIN_DATA"]
+           "builtin_data", "default_train_config", "BUILTIN_DATA", "export_model"]
 
 
 def train(data, labels=None, *, heads: str = "linear", steps: int | None = None,

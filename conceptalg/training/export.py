@@ -1,0 +1,58 @@
+"""Export a training run as a small, shippable model: weights, config and a bank of start images.
+
+A training checkpoint holds everything needed to resume (optimiser state, every replay buffer,
+RNG states): about 130 MB for ``shapes``. A model for users needs only the weights and config,
+plus, for image models trained from persistent chains, a few hundred of the model's own
+samples to start chains from. Short-run EBMs sample well only from where their training chains
+started (their replay buffers, not uniform noise; references.md): so :func:`export_model`
+keeps the newest ``init_bank`` samples of the *base* replay buffer (unconditional samples,
+which favour no concept) in the model, and :func:`conceptalg.sample` starts from them by
+default (``ConceptModel.init_samples``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError
+from ..models.model import ConceptModel, ModelConfig
+from .checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["export_model"]
+
+
+def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
+                 init_bank: int = 256) -> Path:
+    """Write the model of ``run`` (a run directory or a checkpoint) to ``out`` as a one-
+    checkpoint run directory without optimiser state or replay buffers, keeping the newest
+    ``init_bank`` samples of the base replay buffer as the model's default chain starts
+    (``0``: none). Returns the checkpoint directory; ``conceptalg.load(out)`` reads it.
+
+    Example:
+        >>> path = export_model("runs/shapes", "models/shapes", init_bank=256)  # doctest: +SKIP
+        >>> conceptalg.load("models/shapes").config.init_bank  # doctest: +SKIP
+        256
+    """
+    if isinstance(init_bank, bool) or not isinstance(init_bank, int) or init_bank < 0:
+        raise ValueError(f"init_bank must be an int ≥ 0, got {init_bank!r}")
+    ckpt = load_checkpoint(run)
+    config = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "init_bank": init_bank})
+    model = ConceptModel(config)
+    weights = {k: v for k, v in ckpt.model.state_dict().items() if k != "init_bank"}
+    model.load_state_dict(weights, strict=False)  # the bank is filled below
+    if init_bank:
+        key = f"buffer.{len(model.head_names)}.samples"  # the trainer stores the base last
+        rows = ckpt.tensors.get(key)
+        if rows is None:
+            raise CheckpointError(f"{ckpt.path}: holds no base replay buffer ({key}) to take "
+                                  f"the init bank from; export a checkpoint written by the "
+                                  f"Trainer, or pass init_bank=0")
+        if len(rows) < init_bank:
+            raise ValueError(f"{ckpt.path}: the base replay buffer holds {len(rows)} samples, "
+                             f"fewer than init_bank={init_bank}; ask for at most {len(rows)}")
+        model.fill_init_bank(rows[-init_bank:])  # oldest first: keep the newest
+    metadata = dict(ckpt.metadata)
+    metadata["exported_from"] = {"checkpoint": str(ckpt.path), "step": ckpt.step,
+                                 "init_bank": init_bank}
+    return save_checkpoint(out, ckpt.step, model=model, metadata=metadata, keep=1)
