@@ -325,7 +325,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .training.export import export_model
 
     try:
-        path = export_model(args.run, args.out, init_bank=args.init_bank)
+        path = export_model(args.run, args.out, init_bank=args.init_bank,
+                            sampler_defaults=dict(args.set))
     except ValueError as e:
         if isinstance(e, ConceptAlgError):  # e.g. CheckpointError: reported by main()
             raise
@@ -347,7 +348,24 @@ def _register_export(sub) -> None:
     p.add_argument("out", help="directory to write (a run directory with one checkpoint)")
     p.add_argument("--init-bank", type=int, default=256, metavar="N",
                    help="start images kept with the model (default 256; 0: none)")
+    p.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="replace a sampling default of the model (repeatable), e.g. "
+                        "--set steps=200 --set step_size=6e-5")
     p.set_defaults(func=_cmd_export)
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """``steps=200`` → ``("steps", 200)``; the value is read as JSON when it parses, else kept
+    as text (``sampler=mala``)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 # --- sample ---------------------------------------------------------------------------------

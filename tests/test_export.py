@@ -110,3 +110,19 @@ def test_export_command_and_its_errors(image_run, tmp_path, capsys):
     assert main(["export", str(tmp_path / "m"), str(tmp_path / "m4"), "--init-bank", "0"]) == 0
     config = json.loads(next((tmp_path / "m4").glob("ckpt-*/config.json")).read_text())
     assert config["model_config"]["init_bank"] == 0
+
+
+def test_export_replaces_sampling_defaults_and_rejects_unknown_keys(image_run, tmp_path, capsys):
+    run, trainer = image_run
+    trained = trainer.model.config.sampler_defaults
+    assert main(["export", str(run), str(tmp_path / "m"), "--init-bank", "4",
+                 "--set", "steps=200", "--set", "step_size=6e-5", "--set", "sampler=langevin",
+                 "--set", "grad_clip=null"]) == 0
+    defaults = conceptalg.load(tmp_path / "m").sampler_defaults
+    expected = {k: v for k, v in trained.items() if k != "grad_clip"}
+    assert defaults == {**expected, "steps": 200, "step_size": 6e-5, "sampler": "langevin"}
+    assert main(["export", str(run), str(tmp_path / "bad"), "--set", "stepsize=3"]) == 2
+    assert "did you mean 'step_size'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        main(["export", str(run), str(tmp_path / "bad"), "--set", "steps"])

@@ -22,7 +22,7 @@ from .mala import MALA
 from .mh import MH
 
 __all__ = ["SamplerConfig", "SAMPLERS", "Plan", "make_plan", "check_int", "DEFAULT_SAMPLER",
-           "DEFAULT_TEMPERATURE"]
+           "DEFAULT_TEMPERATURE", "check_sampler_defaults"]
 
 SamplerConfig = Union[Langevin, MALA, HMC, MH]
 SAMPLERS: dict[str, type] = {"langevin": Langevin, "mala": MALA, "hmc": HMC, "mh": MH}
@@ -131,8 +131,8 @@ def _did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _energy_defaults(energy) -> dict[str, Any]:
-    defaults = getattr(energy, "sampler_defaults", None) or {}
+def check_sampler_defaults(defaults: Any) -> None:
+    """Reject a ``sampler_defaults`` that is not a dict of known ``sample()`` keywords."""
     if not isinstance(defaults, dict):
         raise TypeError(f"energy.sampler_defaults must be a dict, got {type(defaults).__name__}")
     unknown = sorted(set(defaults) - _DEFAULT_KEYS)
@@ -140,6 +140,11 @@ def _energy_defaults(energy) -> dict[str, Any]:
         raise ValueError(f"energy.sampler_defaults has unknown key {unknown[0]!r}"
                          f"{_did_you_mean(unknown[0], _DEFAULT_KEYS)}; allowed: "
                          f"{sorted(_DEFAULT_KEYS)}")
+
+
+def _energy_defaults(energy) -> dict[str, Any]:
+    defaults = getattr(energy, "sampler_defaults", None) or {}
+    check_sampler_defaults(defaults)
     return dict(defaults)
 
 

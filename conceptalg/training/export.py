@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import CheckpointError
 from ..models.model import ConceptModel, ModelConfig
+from ..sampling.settings import check_sampler_defaults
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model"]
 
 
 def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
-                 init_bank: int = 256) -> Path:
+                 init_bank: int = 256, sampler_defaults: dict[str, Any] | None = None) -> Path:
     """Write the model of ``run`` (a run directory or a checkpoint) to ``out`` as a one-
     checkpoint run directory without optimiser state or replay buffers, keeping the newest
     ``init_bank`` samples of the base replay buffer as the model's default chain starts
-    (``0``: none). Returns the checkpoint directory; ``conceptalg.load(out)`` reads it.
+    (``0``: none). ``sampler_defaults`` replaces entries of the model's defaults for
+    :func:`conceptalg.sample` (e.g. longer chains than the training recipe's; ``None`` as a
+    value removes an entry). Returns the checkpoint directory; ``conceptalg.load(out)`` reads it.
 
     Example:
         >>> path = export_model("runs/shapes", "models/shapes", init_bank=256)  # doctest: +SKIP
@@ -37,7 +41,15 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
     if isinstance(init_bank, bool) or not isinstance(init_bank, int) or init_bank < 0:
         raise ValueError(f"init_bank must be an int ≥ 0, got {init_bank!r}")
     ckpt = load_checkpoint(run)
-    config = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "init_bank": init_bank})
+    defaults = dict(ckpt.model_config.sampler_defaults)
+    for key, value in (sampler_defaults or {}).items():
+        if value is None:
+            defaults.pop(key, None)
+        else:
+            defaults[key] = value
+    check_sampler_defaults(defaults)
+    config = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "init_bank": init_bank,
+                                    "sampler_defaults": defaults})
     model = ConceptModel(config)
     weights = {k: v for k, v in ckpt.model.state_dict().items() if k != "init_bank"}
     model.load_state_dict(weights, strict=False)  # the bank is filled below
@@ -54,5 +66,6 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
         model.fill_init_bank(rows[-init_bank:])  # oldest first: keep the newest
     metadata = dict(ckpt.metadata)
     metadata["exported_from"] = {"checkpoint": str(ckpt.path), "step": ckpt.step,
-                                 "init_bank": init_bank}
+                                 "init_bank": init_bank,
+                                 "sampler_defaults": dict(sampler_defaults or {})}
     return save_checkpoint(out, ckpt.step, model=model, metadata=metadata, keep=1)

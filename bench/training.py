@@ -1,0 +1,201 @@
+"""Training throughput of each concept-head kind on ``shapes``, and accuracy against training time.
+
+**Throughput.** One :class:`~conceptalg.training.Trainer` per arm (``linear``, ``film``,
+``classifier``, plus a second ``linear`` trainer for the A/A ratio), the image defaults (batch
+64, 20 Langevin steps, width 32), one thread. After two warm-up iterations, every repeat runs
+``--iters`` iterations of each arm in a rotated order; an arm's figure is the median over
+repeats. Reported: iterations/s, training images/s (batch × it/s), Langevin image-steps/s, and
+each arm's time per iteration relative to ``linear`` beside the A/A ratio (``linear`` against
+itself: the measurement's noise floor).
+
+**Accuracy against time.** ``--curve DIR ...`` scores exported snapshots of one training run
+(``conceptalg export`` at several steps): for each, samples of every ``shape & color`` pair with
+the model's sampler defaults, labelled by the exact decoder; a sample counts only when it is one
+clean object of the asked pair (design §8). Seen and held-out pairs are pooled separately (with
+standard errors). Training time per snapshot is its step divided by the measured iterations/s of
+its arm, so curves of different arms share one axis. Writes a PNG next to the JSON.
+
+    .venv/bin/python bench/training.py [--repeats 5] [--iters 3]
+    .venv/bin/python bench/training.py --skip-throughput --curve runs/curve/step-*
+
+Writes bench/results/training.json (and training-curve.png with --curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from conceptalg.data.shapes import COLORS, SHAPES  # noqa: E402
+from conceptalg.evaluation.classifiers import DecoderEvaluator  # noqa: E402
+from conceptalg.evaluation.metrics import Proportion, score  # noqa: E402
+from conceptalg.evaluation.protocol import ModelSampler, model_info  # noqa: E402
+from conceptalg.expr import And, Concept  # noqa: E402
+from conceptalg.training import Trainer, builtin_data, default_train_config  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+ARMS = ("linear", "film", "classifier")
+
+
+def throughput(repeats: int, iters: int, width: int, seed: int) -> dict:
+    data = builtin_data("shapes", n=2000, seed=seed)
+    config = default_train_config(data.sample_shape, seed=seed)
+    trainers = {name: Trainer(data, config=config, heads=name.split()[0],
+                              backbone_options={"width": width})
+                for name in (*ARMS, "linear (A/A)")}
+    for trainer in trainers.values():  # warm-up: allocator, first buffer draws
+        for _ in range(2):
+            trainer.train_step()
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    names = list(trainers)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            for _ in range(iters):
+                trainers[name].train_step()
+            times[name].append((time.perf_counter() - start) / iters)
+        print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f} s/it"
+                                                       for n in names), flush=True)
+    per_it = {name: statistics.median(t) for name, t in times.items()}
+    batch, chain = config.batch_size, config.langevin_steps
+    rows = {}
+    for name in ARMS:
+        rows[name] = {"s/it": per_it[name], "it/s": 1 / per_it[name],
+                      "images/s": batch / per_it[name],
+                      "image-steps/s": batch * chain / per_it[name],
+                      "time vs linear": per_it[name] / per_it["linear"]}
+    return {"rows": rows, "A/A": per_it["linear (A/A)"] / per_it["linear"],
+            "batch_size": batch, "langevin_steps": chain, "width": width,
+            "repeats": repeats, "iters": iters, "threads": torch.get_num_threads()}
+
+
+def pair_expr(shape: str, color: str):
+    return And(Concept(shape, factor="shape"), Concept(color, factor="color"))
+
+
+def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float]) -> list[dict]:
+    evaluator = DecoderEvaluator()
+    points = []
+    for path in paths:
+        info = model_info(path)
+        held = info.holdout or frozenset()
+        generate = ModelSampler(info.model)
+        seen, out = [], []
+        start = time.perf_counter()
+        for k, (s, c) in enumerate((s, c) for s in SHAPES for c in COLORS):
+            result = score(pair_expr(s, c), evaluator(generate(pair_expr(s, c), per_pair,
+                                                               seed + k)))
+            (out if (s, c) in held else seen).append(result.accuracy)
+        arm = info.model.config.heads
+        point = {"path": str(path), "arm": arm, "step": info.step,
+                 "training hours": info.step / rates[arm] / 3600 if arm in rates else None,
+                 "seen": _pool(seen), "held out": _pool(out),
+                 "eval seconds": round(time.perf_counter() - start, 1)}
+        print(f"{arm} step {info.step}: seen {point['seen']['accuracy']:.3f} "
+              f"± {point['seen']['stderr']:.3f}, held out {point['held out']['accuracy']:.3f} "
+              f"± {point['held out']['stderr']:.3f}", flush=True)
+        points.append(point)
+    return sorted(points, key=lambda p: (p["arm"], p["step"]))
+
+
+def _pool(parts: list[Proportion]) -> dict:
+    p = Proportion(sum(q.successes for q in parts), sum(q.n for q in parts))
+    return {"accuracy": p.value, "stderr": p.stderr, "n": p.n}
+
+
+def plot_curve(points: list[dict], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in sorted({p["arm"] for p in points}):
+        mine = [p for p in points if p["arm"] == arm]
+        hours = [p["training hours"] if p["training hours"] is not None else p["step"]
+                 for p in mine]
+        for key, style in (("seen", "-o"), ("held out", "--s")):
+            ax.errorbar(hours, [100 * p[key]["accuracy"] for p in mine],
+                        yerr=[100 * p[key]["stderr"] for p in mine], fmt=style, capsize=3,
+                        label=f"{arm}, {key} pairs")
+    ax.axhline(90, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("training time on this CPU (hours, from the measured it/s)")
+    ax.set_ylabel("pair accuracy (%), exact decoder")
+    ax.set_ylim(-2, 102)
+    ax.legend(fontsize=8)
+    ax.set_title("shapes: accuracy of `shape & color` samples during training", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    lines = []
+    tp = result.get("throughput")
+    if tp:
+        lines += [f"Training throughput on `shapes` (batch {tp['batch_size']}, "
+                  f"{tp['langevin_steps']} Langevin steps, width {tp['width']}, "
+                  f"{tp['threads']} thread, median of {tp['repeats']} × {tp['iters']} "
+                  f"iterations; A/A ratio {tp['A/A']:.2f})", "",
+                  "| heads | it/s | images/s | image-steps/s | time per it vs linear |",
+                  "|---|---|---|---|---|"]
+        for arm, row in tp["rows"].items():
+            lines.append(f"| {arm} | {row['it/s']:.2f} | {row['images/s']:.0f} | "
+                         f"{row['image-steps/s']:.0f} | {row['time vs linear']:.2f} |")
+    if result.get("curve"):
+        lines += ["", "| arm | step | training hours | seen pairs | held-out pairs |",
+                  "|---|---|---|---|---|"]
+        for p in result["curve"]:
+            hours = "" if p["training hours"] is None else f"{p['training hours']:.2f}"
+            lines.append(f"| {p['arm']} | {p['step']} | {hours} | "
+                         f"{100 * p['seen']['accuracy']:.1f} ± {100 * p['seen']['stderr']:.1f} "
+                         f"(n={p['seen']['n']}) | "
+                         f"{100 * p['held out']['accuracy']:.1f} ± "
+                         f"{100 * p['held out']['stderr']:.1f} (n={p['held out']['n']}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=3, help="iterations per arm and repeat")
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-throughput", action="store_true",
+                        help="reuse the throughput in the existing training.json")
+    parser.add_argument("--curve", nargs="*", default=[], metavar="DIR",
+                        help="exported snapshots of a run to score (accuracy against time)")
+    parser.add_argument("--per-pair", type=int, default=32, help="samples per (shape, color)")
+    parser.add_argument("--out", default=str(RESULTS / "training.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    result: dict = {"machine": platform.platform(), "torch": torch.__version__}
+    if args.skip_throughput:
+        result["throughput"] = json.loads(out.read_text())["throughput"]
+    else:
+        result["throughput"] = throughput(args.repeats, args.iters, args.width, args.seed)
+    if args.curve:
+        rates = {arm: row["it/s"] for arm, row in result["throughput"]["rows"].items()}
+        result["curve"] = curve(sorted(args.curve, key=lambda p: int(str(p).split("-")[-1])
+                                       if str(p).split("-")[-1].isdigit() else 0),
+                                args.per_pair, args.seed, rates)
+        plot_curve(result["curve"], out.with_name("training-curve.png"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result) + "\n")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
