@@ -161,3 +161,24 @@ def test_evaluate_a_scenes_model(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no factor"):
         run(["extrapolate", "--model", str(tmp_path / "scenes"), "--out",
              str(tmp_path / "m.png"), "--no-progress"])
+
+
+@pytest.mark.parametrize("holdout,expected", [
+    ("default", None), ("none", frozenset()),
+    ([("circle", "green"), ("square", "red")], frozenset({("circle", "green"), ("square", "red")})),
+], ids=["default", "none", "custom"])
+def test_checkpoints_record_the_training_holdout_for_evaluation(tmp_path, holdout, expected):
+    from conceptalg.data.shapes import DEFAULT_HOLDOUT
+    from conceptalg.evaluation.protocol import model_info
+    from conceptalg.training import Trainer, builtin_data, default_train_config
+
+    data = builtin_data("shapes", n=200, holdout=holdout)
+    trained_pairs = {(("circle", "square", "triangle")[s], ("red", "green", "blue", "yellow",
+                                                             "magenta", "cyan")[c])
+                     for s, c in zip(data.labels["shape"].tolist(), data.labels["color"].tolist())}
+    expected = DEFAULT_HOLDOUT if expected is None else expected
+    assert not trained_pairs & expected  # the data really withholds them
+    trainer = Trainer(data, backbone_options={"width": 4},
+                      config=default_train_config(data.sample_shape, steps=1, batch_size=4))
+    trainer.save(tmp_path / "run")
+    assert model_info(tmp_path / "run").holdout == expected

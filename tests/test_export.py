@@ -34,7 +34,7 @@ def test_export_keeps_weights_and_newest_base_buffer_rows_without_training_state
     path = export_model(run, tmp_path / "model", init_bank=16)
     model = conceptalg.load(tmp_path / "model")
     assert model.config.init_bank == 16
-    trained = trainer.model.state_dict()
+    trained = {k: v for k, v in trainer.model.state_dict().items() if k != "init_bank"}
     assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
     base = trainer.buffers[-1].state_dict()["samples"]  # oldest first
     assert torch.equal(model.init_bank, base[-16:].to(torch.float16))
@@ -126,3 +126,30 @@ def test_export_replaces_sampling_defaults_and_rejects_unknown_keys(image_run, t
     assert not (tmp_path / "bad").exists()
     with pytest.raises(SystemExit):
         main(["export", str(run), str(tmp_path / "bad"), "--set", "steps"])
+
+
+def test_trainer_keeps_the_newest_base_samples_as_the_bank_padded_early(image_run, tmp_path):
+    run, trainer = image_run
+    model = trainer.model
+    assert model.config.init_bank == 256  # the image default
+    base = trainer.buffers[-1].state_dict()["samples"]
+    assert 0 < len(base) < 256
+    bank = model.init_bank.float()
+    assert torch.equal(bank[-len(base):], base.to(torch.float16).float())
+    pad = bank[:-len(base)]
+    assert pad.min() >= 0 and pad.max() <= 1 and pad.std() > 0.2  # uniform noise in bounds
+    saved = conceptalg.load(run)  # the checkpoint holds the same bank
+    assert torch.equal(saved.init_bank, model.init_bank)
+    # refreshing again at the same step is deterministic and leaves training draws alone
+    state = trainer.generator.get_state()
+    trainer._refresh_init_bank()
+    assert torch.equal(model.init_bank.float(), bank)
+    assert torch.equal(trainer.generator.get_state(), state)
+
+
+def test_vector_models_get_no_bank():
+    x = torch.randn(64, 2).clamp(-3, 3)
+    data = ConceptData.from_labels(x, ["a", "b"] * 32, bounds=(-3.0, 3.0))
+    trainer = Trainer(data, config=default_train_config((2,), steps=2))
+    trainer.fit()
+    assert trainer.model.config.init_bank == 0 and trainer.model.init_samples is None

@@ -62,6 +62,9 @@ class TrainConfig:
     ``move_clip`` the largest move of one coordinate per step (``None``: no cap). Image
     defaults follow references.md: λ = 100, σ = 0.005, cap 0.05, spectral norm, data noise
     0.02, lr 1e-4, Adam (0, 0.999), α = 1, 20 steps, buffer 10 000, 5 % re-initialisation.
+    ``init_bank``: how many of the newest base-buffer samples a new model keeps (refreshed at
+    every save) as the default starting points of ``sample()`` (0 for vectors: uniform noise
+    in the bounds serves them well).
     """
 
     steps: int = 10_000
@@ -84,12 +87,16 @@ class TrainConfig:
     max_energy: float = 1e4
     seed: int = 0
     log_every: int = 50
+    init_bank: int = 256
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         for name in ("steps", "batch_size", "langevin_steps", "buffer_size", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
+        if isinstance(self.init_bank, bool) or not isinstance(self.init_bank, int) \
+                or self.init_bank < 0:
+            raise ValueError(f"init_bank must be an integer ≥ 0, got {self.init_bank!r}")
         for name in ("lr", "step_size", "noise_scale", "grad_clip", "max_energy"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -124,7 +131,7 @@ def default_train_config(sample_shape, **overrides) -> TrainConfig:
     # At T = 1 the energy gap between data and empty space must reach several nats; the
     # penalty α(E+² + E−²) caps it near 1/α, so vectors use a small α.
     base = dict(step_size=0.05, noise_scale=math.sqrt(0.1), move_clip=None, data_noise=0.0,
-                lr=1e-3, langevin_steps=20, batch_size=256, alpha=0.01)
+                lr=1e-3, langevin_steps=20, batch_size=256, alpha=0.01, init_bank=0)
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -235,7 +242,8 @@ class Trainer:
             heads = "film"  # the only head kind that takes arguments
         return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
                            parametric=parametric, heads=heads, backbone=backbone,
-                           backbone_options=options, bounds=data.bounds)
+                           backbone_options=options, bounds=data.bounds,
+                           init_bank=self.config.init_bank)
 
     def _check_concepts(self, mc: ModelConfig) -> None:
         for f, values in self.data.factors.items():
@@ -508,7 +516,9 @@ class Trainer:
         if progress and self.is_main:
             from tqdm.auto import tqdm
             bar = tqdm(total=total, desc="training", unit="it")
-        start = time.perf_counter()
+        # "seconds" counts training time since the run began, across resumed fits
+        start = time.perf_counter() - (self.history[-1].get("seconds", 0.0) if self.history
+                                       else 0.0)
         try:
             for _ in range(total):
                 metrics = self.train_step()
@@ -524,6 +534,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        self._refresh_init_bank()
         self.model.eval()
         return self.history
 
@@ -563,6 +574,7 @@ class Trainer:
 
         from .checkpoint import rng_state_tensors, save_checkpoint
 
+        self._refresh_init_bank()
         if self.dist is None:
             tensors = {**self.state_tensors(), **rng_state_tensors()}
             return save_checkpoint(run_dir, self.step, model=self.model,
@@ -583,6 +595,20 @@ class Trainer:
                                     f"{self.step}"):
             _dist.dist.barrier()
         return path
+
+    def _refresh_init_bank(self) -> None:
+        """Set the model's bank of start images (when it has one) to the newest samples of
+        the base replay buffer, padded with uniform noise while the buffer is still short."""
+        k = self.model.config.init_bank
+        if not k:
+            return
+        rows = self.buffers[-1].state_dict()["samples"][-k:]
+        if len(rows) < k:  # its own generator: saving must not change the run's random draws
+            g = torch.Generator(device="cpu").manual_seed(self.step)
+            lo, hi = self.data.bounds if self.data.bounds is not None else (-3.0, 3.0)
+            pad = lo + (hi - lo) * torch.rand(k - len(rows), *self.data.sample_shape, generator=g)
+            rows = torch.cat([pad.to(rows.device), rows])
+        self.model.fill_init_bank(rows)
 
     @classmethod
     def resume(cls, path, data: ConceptData, *, device=None, steps: int | None = None,
