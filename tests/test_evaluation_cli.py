@@ -85,7 +85,7 @@ def test_extrapolate_writes_matrix_and_csv(tiny_model, tmp_path, capsys, holdout
     out = capsys.readouterr().out
     assert "accuracy of shape=a & color=b" in out and out.count("*") == held + 1
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
-    assert list(rows[0]) == ["shape", "color", "held_out", "accuracy", "stderr", "n"]
+    assert list(rows[0]) == ["shape", "color", "held_out", "accuracy", "stderr", "n", "read"]
     assert len(rows) == 18 and sum(r["held_out"] == "True" for r in rows) == held
     assert all(r["n"] == "2" for r in rows)
     assert (tmp_path / "m.png").stat().st_size > 5000

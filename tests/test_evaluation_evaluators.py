@@ -129,10 +129,24 @@ def test_extrapolation_matrix_csv_and_figure(tmp_path):
     assert (m.pooled(True).successes, m.pooled(True).n) == (3, 18)
     assert (m.pooled(False).successes, m.pooled(False).n) == (0, 36)
     rows = list(csv.DictReader(open(write_matrix_csv(m, tmp_path / "m.csv"))))
-    assert list(rows[0]) == ["shape", "color", "held_out", "accuracy", "stderr", "n"]
+    assert list(rows[0]) == ["shape", "color", "held_out", "accuracy", "stderr", "n", "read"]
     assert len(rows) == 18 and sum(r["held_out"] == "True" for r in rows) == 6
     png = save_extrapolation_figure(m, tmp_path / "m.png")
     assert png.stat().st_size > 5000
+
+
+def test_read_rate_counts_unclean_samples_that_accuracy_rejects():
+    def red_circle_with_a_speck(expr, n, seed=0):
+        x = always_red_circle(expr, n, seed)
+        x[:, 1, 1:4, 1:4] = 1.0  # a separate green 3×3 speck: two objects, not valid
+        return x
+
+    m = extrapolation_matrix(red_circle_with_a_speck, DecoderEvaluator(), FACTORS, "shape",
+                             "color", n=4, holdout=DEFAULT_HOLDOUT)
+    cell = m.cells[("circle", "red")]
+    assert cell.score.accuracy.value == 0.0 and cell.read.value == 1.0
+    assert (m.pooled(True, read=True).successes, m.pooled(True, read=True).n) == (4, 24)
+    assert m.pooled(False, read=True).successes == 0
 
 
 @pytest.mark.parametrize("factors,values,expected", [

@@ -217,6 +217,9 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
     seen, held = matrix.pooled(False), matrix.pooled(True)
     _out(f"seen combinations: {seen} (n = {seen.n})" +
          (f"; held out: {held} (n = {held.n})" if held.n else ""))
+    read_seen, read_held = matrix.pooled(False, read=True), matrix.pooled(True, read=True)
+    _out(f"read (both values read back, clean or not): seen {read_seen}" +
+         (f"; held out {read_held}" if read_held.n else ""))
     save_extrapolation_figure(matrix, args.out)
     _out(f"wrote {args.out}")
     if args.csv:

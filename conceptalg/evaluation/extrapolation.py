@@ -4,7 +4,9 @@ scored, with the combinations held out of training marked.
 Cross-product extrapolation is the headline use of composition: a model that saw red squares
 and blue circles but never a red circle should still draw one from ``red & circle``. Each cell
 ``(a, b)`` holds ``n`` samples of ``factor_a=a & factor_b=b`` and their accuracy under the
-protocol of :mod:`.metrics` (valid, both values read back); a cell is *held out* when its
+protocol of :mod:`.metrics` (valid, both values read back), and its *read* rate (both values
+read back from the largest object, clean or not: a looser figure that shows whether the
+concepts composed when the objects are not yet clean); a cell is *held out* when its
 (shape, colour) pair was withheld from the generator's training split.
 """
 
@@ -18,7 +20,7 @@ from typing import Sequence
 from torch import Tensor
 
 from ..expr import And, Concept
-from .metrics import ExpressionScore, Proportion, score
+from .metrics import ExpressionScore, Proportion, proportion, score, truth
 from .protocol import Generator
 
 __all__ = ["MatrixCell", "ExtrapolationMatrix", "extrapolation_matrix", "is_held_out",
@@ -39,6 +41,7 @@ class MatrixCell:
     held_out: bool
     score: ExpressionScore
     samples: Tensor | None = field(default=None, repr=False)
+    read: Proportion | None = None
 
 
 @dataclass
@@ -57,15 +60,18 @@ class ExtrapolationMatrix:
     cols: list[str]
     cells: dict[tuple[str, str], MatrixCell]
 
-    def pooled(self, held_out: bool) -> Proportion:
-        """Accuracy pooled over the seen (``False``) or held-out (``True``) cells."""
-        chosen = [c.score.accuracy for c in self.cells.values() if c.held_out == held_out]
+    def pooled(self, held_out: bool, *, read: bool = False) -> Proportion:
+        """Accuracy (or, with ``read=True``, the read rate) pooled over the seen (``False``)
+        or held-out (``True``) cells."""
+        chosen = [c.read if read else c.score.accuracy for c in self.cells.values()
+                  if c.held_out == held_out]
+        chosen = [p for p in chosen if p is not None]
         return Proportion(sum(p.successes for p in chosen), sum(p.n for p in chosen))
 
     def as_rows(self) -> list[dict]:
         return [{self.row_factor: c.row, self.col_factor: c.col, "held_out": c.held_out,
                  "accuracy": c.score.accuracy.value, "stderr": c.score.accuracy.stderr,
-                 "n": c.score.accuracy.n}
+                 "n": c.score.accuracy.n, "read": None if c.read is None else c.read.value}
                 for c in self.cells.values()]
 
 
@@ -108,13 +114,15 @@ def extrapolation_matrix(generate: Generator, evaluator, factors: dict[str, Sequ
     for k, (a, b) in enumerate((a, b) for a in rows for b in cols):
         expr = And(Concept(a, factor=row_factor), Concept(b, factor=col_factor))
         x = generate(expr, n, seed + k)
+        labels = evaluator(x)
         cells[(a, b)] = MatrixCell(a, b, is_held_out((row_factor, col_factor), (a, b), holdout),
-                                   score(expr, evaluator(x)), x if keep_samples else None)
+                                   score(expr, labels), x if keep_samples else None,
+                                   proportion(truth(expr, labels)))
     return ExtrapolationMatrix(row_factor, col_factor, rows, cols, cells)
 
 
 def write_matrix_csv(matrix: ExtrapolationMatrix, path: str | Path) -> Path:
-    """One line per cell: row value, column value, held_out, accuracy, stderr, n.
+    """One line per cell: row value, column value, held_out, accuracy, stderr, n, read.
 
     Example:
         >>> write_matrix_csv(m, "matrix.csv")  # doctest: +SKIP
@@ -124,7 +132,7 @@ def write_matrix_csv(matrix: ExtrapolationMatrix, path: str | Path) -> Path:
     rows = matrix.as_rows()
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[matrix.row_factor, matrix.col_factor, "held_out",
-                                               "accuracy", "stderr", "n"])
+                                               "accuracy", "stderr", "n", "read"])
         writer.writeheader()
         writer.writerows(rows)
     return path

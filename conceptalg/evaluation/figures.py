@@ -1,8 +1,8 @@
 """Figures of evaluation results: the extrapolation matrix.
 
 One cell of sample thumbnails per combination, rows and columns labelled by the two factors'
-values, the cell's accuracy (± its standard error) written in the cell, and the combinations
-held out of training outlined in red.
+values, the cell's accuracy (± its standard error) and read rate written in the cell, and the
+combinations held out of training outlined in red.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def save_extrapolation_figure(matrix: ExtrapolationMatrix, path: str | Path, *,
             ax.set_yticks([])
             acc = cell.score.accuracy
             label = (f"{100 * acc.value:.0f} ± {100 * acc.stderr:.0f} %" if acc.n else "n/a")
+            if cell.read is not None and cell.read.n:
+                label += f" · read {100 * cell.read.value:.0f} %"
             ax.text(0.5, 0.03, label, transform=ax.transAxes, ha="center", va="bottom",
                     fontsize=8, color="white",
                     bbox={"facecolor": "black", "alpha": 0.65, "pad": 1.5, "edgecolor": "none"})
@@ -54,9 +56,13 @@ def save_extrapolation_figure(matrix: ExtrapolationMatrix, path: str | Path, *,
             if j == 0:
                 ax.set_ylabel(a, fontsize=9)
     seen, held = matrix.pooled(False), matrix.pooled(True)
-    summary = f"{matrix.row_factor} × {matrix.col_factor}: seen {seen}"
+    summary = f"{matrix.row_factor} × {matrix.col_factor}: accuracy seen {seen}"
     if held.n:
         summary += f", held out (red) {held}"
+    if matrix.pooled(False, read=True).n:
+        summary += f"; read seen {matrix.pooled(False, read=True)}"
+        if held.n:
+            summary += f", held out {matrix.pooled(True, read=True)}"
     fig.suptitle(summary if title is None else f"{title}\n{summary}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
