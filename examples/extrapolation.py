@@ -60,8 +60,10 @@ def main() -> int:
                                   holdout=info.holdout)
     for (shape, color), cell in matrix.cells.items():
         mark = "  (held out)" if cell.held_out else ""
-        print(f"{shape:>9} & {color:<8} {cell.score.accuracy}{mark}")
+        print(f"{shape:>9} & {color:<8} {cell.score.accuracy}  read {cell.read}{mark}")
     print(f"seen: {matrix.pooled(False)}; held out: {matrix.pooled(True)}")
+    print(f"read (both values, clean or not): seen {matrix.pooled(False, read=True)}; "
+          f"held out {matrix.pooled(True, read=True)}")
     png = save_extrapolation_figure(matrix, out / "extrapolation.png", title=str(info.path))
     csv = write_matrix_csv(matrix, out / "extrapolation.csv")
     print(f"wrote {png} and {csv}")
