@@ -247,6 +247,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 if main:
                     save_training_curve(tr.history, out / "training.png")
 
+        restore = _stop_on_sigterm()
         try:
             trainer.fit(progress=not args.no_progress, callback=checkpoint)
         except TrainingDiverged as e:
@@ -262,6 +263,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             trainer.save(out, keep=args.keep)
             _err(f"interrupted at step {trainer.step}: saved; continue with --resume")
             return 130
+        finally:
+            restore()
         path = trainer.save(out, keep=args.keep)
         if main:
             if trainer.history:
@@ -277,6 +280,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         if ours:  # a normal end (a no-op after a failure); a caller's group stays the caller's
             distributed.shutdown()
+
+
+def _stop_on_sigterm():
+    """Treat SIGTERM like Ctrl-C while training (save, then exit 130): ``kill``, job schedulers
+    and the background jobs of a non-interactive shell, which ignore SIGINT, all send it.
+    Returns a function that puts the previous handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _register_train(sub) -> None:

@@ -59,3 +59,34 @@ def test_sample_rejects_pickle_and_unknown_names(toy_run, tmp_path, capsys):
 def test_train_rejects_bad_holdout():
     with pytest.raises(SystemExit):
         main(["train", "--data", "shapes", "--out", "x", "--holdout", "circle-red"])
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conceptalg", "train", "--data", "toy2d", "--out", str(out),
+         "--steps", "1000000", "--checkpoint-every", "1000000", "--log-every", "5", "--n",
+         "2000", "--no-progress"], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.csv").exists():  # training has started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        assert not (out / "latest").exists()  # no periodic checkpoint in this run
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert code == 130, err
+    step = json.loads((out / "latest").read_text())["step"]
+    assert step >= 5 and f"interrupted at step {step}: saved" in err
+    assert "concept=ring" in conceptalg.load(out).head_names
