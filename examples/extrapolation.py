@@ -64,7 +64,8 @@ def main() -> int:
     print(f"seen: {matrix.pooled(False)}; held out: {matrix.pooled(True)}")
     print(f"read (both values, clean or not): seen {matrix.pooled(False, read=True)}; "
           f"held out {matrix.pooled(True, read=True)}")
-    png = save_extrapolation_figure(matrix, out / "extrapolation.png", title=str(info.path))
+    shown = info.path.relative_to(ROOT) if info.path.is_relative_to(ROOT) else info.path
+    png = save_extrapolation_figure(matrix, out / "extrapolation.png", title=str(shown))
     csv = write_matrix_csv(matrix, out / "extrapolation.csv")
     print(f"wrote {png} and {csv}")
     return 0
