@@ -9,6 +9,7 @@ launcher kills everything still running after ``LAUNCH_TIMEOUT`` seconds.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -99,92 +100,101 @@ def run_case(name, distributed):
 # --- the worker ----------------------------------------------------------------------------
 
 def _worker(scenario: str, out: Path) -> None:
-    from safetensors.torch import save_file
-
-    from conceptalg.training import (ConceptData, Trainer, TrainingDiverged, checkpoint,
-                                     default_train_config, distributed)
+    from conceptalg.training import distributed
 
     rank = int(os.environ["RANK"])
     if scenario == "dies-before-joining" and rank == 1:
         raise RuntimeError("simulated failure of rank 1 before joining the group")
     ctx = distributed.from_environment(timeout=float(os.environ["GROUP_TIMEOUT"]))
     try:
-        if scenario == "dies" and rank == 1:
-            raise RuntimeError("simulated failure of rank 1 before its first collective")
-        if scenario in ("dies", "dies-before-joining"):
-            tiny_trainer().fit(2)
-        elif scenario == "mismatch":
-            tiny_trainer(batch_size=16 if rank == 0 else 32).fit(2)
-        elif scenario == "train":
-            calls = []
-            original = checkpoint.save_checkpoint
-
-            def counting(*args, **kwargs):
-                calls.append(1)
-                return original(*args, **kwargs)
-
-            checkpoint.save_checkpoint = counting
-            trainer = tiny_trainer()
-            trainer.fit(4)
-            trainer.save(out / "run")
-            save_file(trainer.model.state_dict(), str(out / f"params-{rank}.safetensors"))
-            resumed = type(trainer).resume(out / "run", tiny_data())
-            resumed.fit(2)
-            trainer.fit(2)
-            exact = all(torch.equal(v, resumed.model.state_dict()[k])
-                        for k, v in trainer.model.state_dict().items())
-            report = {"rank": ctx.rank, "world size": ctx.world_size, "save calls": len(calls),
-                      "resume exact": exact,
-                      "losses": [m["loss"] for m in trainer.history],
-                      "resumed losses": [m["loss"] for m in resumed.history]}
-            # the other head kinds: classifier factors that a rank's batch may not label, FiLM
-            for heads, labels in [("classifier", {"a": ["p", "q"] * 60,
-                                                  "b": ["r", "s"] + [-1] * 118}),
-                                  ("film", {"a": ["p", "q"] * 60})]:
-                data = ConceptData.from_labels(tiny_data().x, labels, bounds=(-3.0, 3.0))
-                other = Trainer(data, config=default_train_config(
-                    (2,), steps=3, batch_size=8, langevin_steps=3, kl_weight=1.0),
-                    heads=heads, backbone_options={"hidden": (16, 16)})
-                other.fit()
-                flat = torch.cat([p.detach().flatten() for p in other.model.parameters()])
-                both = [torch.empty_like(flat) for _ in range(2)]
-                torch.distributed.all_gather(both, flat)
-                report[f"{heads} identical"] = torch.equal(both[0], both[1])
-            # a one-process checkpoint continues on two ranks: its buffers are dealt out
-            if rank == 0:
-                alone = tiny_trainer(distributed=False)
-                alone.fit(2)
-                alone.save(out / "alone")
-            torch.distributed.barrier()
-            spread = Trainer.resume(out / "alone", tiny_data())
-            report["dealt buffer sizes"] = [len(b) for b in spread.buffers]
-            spread.fit(2)
-            flat = torch.cat([p.detach().flatten() for p in spread.model.parameters()])
-            both = [torch.empty_like(flat) for _ in range(2)]
-            torch.distributed.all_gather(both, flat)
-            report["spread identical"] = torch.equal(both[0], both[1])
-            # a divergence seen by one rank stops every rank at the same step
-            try:
-                tiny_trainer(steps=100, lr=1.0, alpha=0.0, max_energy=3.0, grad_clip=1e6).fit()
-            except TrainingDiverged as e:
-                report["diverged"] = str(e).split(":")[0]
-            (out / f"report-{rank}.json").write_text(json.dumps(report))
-        elif scenario == "sample":
-            import conceptalg
-
-            results = {}
-            for name in SAMPLE_CASES:
-                for key, value in run_case(name, distributed=True).items():
-                    results[f"{name}/{key}"] = value.contiguous()
-            results["seedless"] = conceptalg.sample(elementwise, 5, shape=(2,), steps=5,
-                                                    distributed=True)
-            save_file(results, str(out / f"samples-{rank}.safetensors"))
-        else:
-            raise ValueError(f"unknown scenario {scenario!r}")
+        _scenario(scenario, out, rank, ctx)
     except BaseException:
         distributed.shutdown(wait=False)
         raise
+    # The scenario's trainers (and their DDP wrappers) are gone now: collect them while the
+    # group is alive, so no gloo work outlives destroy_process_group into interpreter exit.
+    gc.collect()
     distributed.shutdown()
+
+
+def _scenario(scenario: str, out: Path, rank: int, ctx) -> None:
+    from safetensors.torch import save_file
+
+    from conceptalg.training import (ConceptData, Trainer, TrainingDiverged, checkpoint,
+                                     default_train_config)
+
+    if scenario == "dies" and rank == 1:
+        raise RuntimeError("simulated failure of rank 1 before its first collective")
+    if scenario in ("dies", "dies-before-joining"):
+        tiny_trainer().fit(2)
+    elif scenario == "mismatch":
+        tiny_trainer(batch_size=16 if rank == 0 else 32).fit(2)
+    elif scenario == "train":
+        calls = []
+        original = checkpoint.save_checkpoint
+
+        def counting(*args, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+
+        checkpoint.save_checkpoint = counting
+        trainer = tiny_trainer()
+        trainer.fit(4)
+        trainer.save(out / "run")
+        save_file(trainer.model.state_dict(), str(out / f"params-{rank}.safetensors"))
+        resumed = type(trainer).resume(out / "run", tiny_data())
+        resumed.fit(2)
+        trainer.fit(2)
+        exact = all(torch.equal(v, resumed.model.state_dict()[k])
+                    for k, v in trainer.model.state_dict().items())
+        report = {"rank": ctx.rank, "world size": ctx.world_size, "save calls": len(calls),
+                  "resume exact": exact,
+                  "losses": [m["loss"] for m in trainer.history],
+                  "resumed losses": [m["loss"] for m in resumed.history]}
+        # the other head kinds: classifier factors that a rank's batch may not label, FiLM
+        for heads, labels in [("classifier", {"a": ["p", "q"] * 60,
+                                              "b": ["r", "s"] + [-1] * 118}),
+                              ("film", {"a": ["p", "q"] * 60})]:
+            data = ConceptData.from_labels(tiny_data().x, labels, bounds=(-3.0, 3.0))
+            other = Trainer(data, config=default_train_config(
+                (2,), steps=3, batch_size=8, langevin_steps=3, kl_weight=1.0),
+                heads=heads, backbone_options={"hidden": (16, 16)})
+            other.fit()
+            flat = torch.cat([p.detach().flatten() for p in other.model.parameters()])
+            both = [torch.empty_like(flat) for _ in range(2)]
+            torch.distributed.all_gather(both, flat)
+            report[f"{heads} identical"] = torch.equal(both[0], both[1])
+        # a one-process checkpoint continues on two ranks: its buffers are dealt out
+        if rank == 0:
+            alone = tiny_trainer(distributed=False)
+            alone.fit(2)
+            alone.save(out / "alone")
+        torch.distributed.barrier()
+        spread = Trainer.resume(out / "alone", tiny_data())
+        report["dealt buffer sizes"] = [len(b) for b in spread.buffers]
+        spread.fit(2)
+        flat = torch.cat([p.detach().flatten() for p in spread.model.parameters()])
+        both = [torch.empty_like(flat) for _ in range(2)]
+        torch.distributed.all_gather(both, flat)
+        report["spread identical"] = torch.equal(both[0], both[1])
+        # a divergence seen by one rank stops every rank at the same step
+        try:
+            tiny_trainer(steps=100, lr=1.0, alpha=0.0, max_energy=3.0, grad_clip=1e6).fit()
+        except TrainingDiverged as e:
+            report["diverged"] = str(e).split(":")[0]
+        (out / f"report-{rank}.json").write_text(json.dumps(report))
+    elif scenario == "sample":
+        import conceptalg
+
+        results = {}
+        for name in SAMPLE_CASES:
+            for key, value in run_case(name, distributed=True).items():
+                results[f"{name}/{key}"] = value.contiguous()
+        results["seedless"] = conceptalg.sample(elementwise, 5, shape=(2,), steps=5,
+                                                distributed=True)
+        save_file(results, str(out / f"samples-{rank}.safetensors"))
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
 
 
 # --- launching -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ Sharded sampling (``sample(..., distributed=True)``) splits the chains into cont
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import json
 import os
@@ -167,6 +168,9 @@ def shutdown(*, wait: bool = True) -> None:
             dist.barrier()
         except RuntimeError:  # a peer is gone: nothing left to wait for
             pass
+    # Free unreachable DDP wrappers now: gloo work they hold must not outlive the group into
+    # interpreter exit, where its destruction can abort the process.
+    gc.collect()
     dist.destroy_process_group()
 
 
