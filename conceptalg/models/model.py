@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..sampling.settings import check_int
 from .backbones import build_backbone
 
 __all__ = ["ModelConfig", "ConceptModel", "BASE", "HEAD_KINDS"]
@@ -85,9 +86,7 @@ class ModelConfig:
                 raise ValueError(f"factor {f!r} needs distinct values, got {values}")
             if self.heads == "classifier" and len(values) < 2:
                 raise ValueError(f"a classifier factor needs ≥ 2 values; {f!r} has {values}")
-        if isinstance(self.init_bank, bool) or not isinstance(self.init_bank, int) \
-                or self.init_bank < 0:
-            raise ValueError(f"init_bank must be an int ≥ 0, got {self.init_bank!r}")
+        check_int("init_bank", self.init_bank, 0)
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
 

@@ -43,6 +43,7 @@ from ..models.model import ConceptModel, ModelConfig
 from ..sampling.base import Bounds
 from ..sampling.buffer import ReplayBuffer
 from ..sampling.langevin import Langevin
+from ..sampling.settings import check_int
 from . import distributed as _dist
 from .data import ConceptData
 
@@ -94,9 +95,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "langevin_steps", "buffer_size", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
-        if isinstance(self.init_bank, bool) or not isinstance(self.init_bank, int) \
-                or self.init_bank < 0:
-            raise ValueError(f"init_bank must be an integer ≥ 0, got {self.init_bank!r}")
+        check_int("init_bank", self.init_bank, 0)
         for name in ("lr", "step_size", "noise_scale", "grad_clip", "max_energy"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from ..models.model import ConceptModel, ModelConfig
-from ..sampling.settings import check_sampler_defaults
+from ..sampling.settings import check_int, check_sampler_defaults
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model"]
@@ -38,8 +38,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
         >>> conceptalg.load("models/shapes").config.init_bank  # doctest: +SKIP
         256
     """
-    if isinstance(init_bank, bool) or not isinstance(init_bank, int) or init_bank < 0:
-        raise ValueError(f"init_bank must be an int ≥ 0, got {init_bank!r}")
+    check_int("init_bank", init_bank, 0)
     ckpt = load_checkpoint(run)
     defaults = dict(ckpt.model_config.sampler_defaults)
     for key, value in (sampler_defaults or {}).items():
