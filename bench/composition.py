@@ -139,12 +139,20 @@ def train_arm(kind: str, budget: dict, seed: int, device: str, save_dir: Path | 
 
 
 def load_arm(path: str, device: str):
-    """(arm name, data, model) of a saved model: a conceptalg run or a joint-baseline folder."""
+    """(arm name, data, model, training record) of a saved model: a conceptalg run or
+    checkpoint, or a joint-baseline folder (``bench/train_joint.py`` snapshots are named
+    ``step-NNNNNN``)."""
     if (Path(path) / "joint.json").exists():
-        return "joint", "shapes", load_joint(path, device)
+        tail = Path(path).name.split("-")[-1]
+        record = {"steps": int(tail)} if tail.isdigit() else None
+        return "joint", "shapes", load_joint(path, device), record
     info = model_info(path, device=device)
     name = "scenes" if info.data == "scenes" else info.model.config.heads
-    return name, info.data, info.model
+    history = info.metadata.get("history") or [{}]
+    seconds = history[-1].get("seconds")
+    record = {"steps": info.step,
+              **({"seconds": round(seconds)} if seconds is not None else {})}
+    return name, info.data, info.model, record
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -334,10 +342,10 @@ def main(argv=None) -> int:
     models: dict[str, tuple[str, object, dict | None]] = {}
     if args.models:
         for path in args.models:
-            name, data, model = load_arm(path, args.device)
+            name, data, model, record = load_arm(path, args.device)
             while name in models:
                 name += "'"
-            models[name] = (data, model, None)
+            models[name] = (data, model, record)
             print(f"loaded {path} as {name}", flush=True)
     else:
         for kind in [a.strip() for a in args.arms.split(",") if a.strip()]:

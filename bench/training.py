@@ -1,23 +1,28 @@
 """Training throughput of each concept-head kind on ``shapes``, and accuracy against training time.
 
 **Throughput.** One :class:`~conceptalg.training.Trainer` per arm (``linear``, ``film``,
-``classifier``, plus a second ``linear`` trainer for the A/A ratio), the image defaults (batch
-64, 20 Langevin steps, width 32), one thread. After two warm-up iterations, every repeat runs
+``classifier``, ``joint``, plus a second ``linear`` trainer for the A/A ratio), the image
+defaults (batch 64, 20 Langevin steps, width 32), one thread. The ``joint`` arm is the
+joint-code baseline (one FiLM network conditioned on the pair's code,
+:mod:`conceptalg.evaluation.baseline`). After two warm-up iterations, every repeat runs
 ``--iters`` iterations of each arm in a rotated order; an arm's figure is the median over
 repeats. Reported: iterations/s, training images/s (batch × it/s), Langevin image-steps/s, and
 each arm's time per iteration relative to ``linear`` beside the A/A ratio (``linear`` against
 itself: the measurement's noise floor).
 
-**Accuracy against time.** ``--curve DIR ...`` scores exported snapshots of one training run
-(``conceptalg export`` at several steps): for each, samples of every ``shape & color`` pair with
-the model's sampler defaults, labelled by the exact decoder; a sample counts only when it is one
-clean object of the asked pair (design §8). Seen and held-out pairs are pooled separately (with
-standard errors). Training time per snapshot is its step divided by the measured iterations/s of
-its arm, so curves of different arms share one axis. Writes a PNG next to the JSON.
+**Accuracy against time.** ``--curve DIR ...`` scores snapshots of training runs (run
+checkpoints ``ckpt-NNNNNN``, models made by ``conceptalg export``, or the joint baseline's
+``step-NNNNNN`` from ``bench/train_joint.py``): for each, samples of every ``shape & color``
+pair with one sampler setting, labelled by the exact decoder; a sample counts only when it is
+one clean object of the asked pair (design §8), and is *read* as the pair when the decoder's
+reading of its largest object is the pair, clean or not. Seen and held-out pairs are pooled
+separately (with standard errors). Training time per snapshot is its step divided by the
+measured iterations/s of its arm, so curves of different arms share one axis. Writes a PNG
+next to the JSON.
 
     .venv/bin/python bench/training.py [--repeats 5] [--iters 3]
-    .venv/bin/python bench/training.py --skip-throughput --curve runs/curve/step-* \
-        [--sample-steps 200 --step-scale 5]
+    .venv/bin/python bench/training.py --skip-throughput --curve runs/arm-*/ckpt-* \
+        runs/arm-joint/step-* [--per-pair 12 --sample-steps 200]
 
 Writes bench/results/training.json (and training-curve.png with --curve).
 """
@@ -38,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from conceptalg.data.shapes import COLORS, SHAPES  # noqa: E402
+from conceptalg.data.shapes import DEFAULT_HOLDOUT  # noqa: E402
+from conceptalg.evaluation.baseline import (JointSampler, joint_data, joint_model,  # noqa: E402
+                                            load_joint)
 from conceptalg.evaluation.classifiers import DecoderEvaluator  # noqa: E402
 from conceptalg.evaluation.metrics import Proportion, proportion, score, truth  # noqa: E402
 from conceptalg.evaluation.protocol import ModelSampler, model_info  # noqa: E402
@@ -45,14 +53,20 @@ from conceptalg.expr import And, Concept  # noqa: E402
 from conceptalg.training import Trainer, builtin_data, default_train_config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-ARMS = ("linear", "film", "classifier")
+ARMS = ("linear", "film", "classifier", "joint")
+
+
+def _trainer(arm: str, data, joint, config, width: int, seed: int) -> Trainer:
+    if arm == "joint":
+        return Trainer(joint, model=joint_model({"width": width}, seed=seed), config=config)
+    return Trainer(data, config=config, heads=arm, backbone_options={"width": width})
 
 
 def throughput(repeats: int, iters: int, width: int, seed: int) -> dict:
     data = builtin_data("shapes", n=2000, seed=seed)
+    joint = joint_data(2000, seed=seed)
     config = default_train_config(data.sample_shape, seed=seed)
-    trainers = {name: Trainer(data, config=config, heads=name.split()[0],
-                              backbone_options={"width": width})
+    trainers = {name: _trainer(name.split()[0], data, joint, config, width, seed)
                 for name in (*ARMS, "linear (A/A)")}
     for trainer in trainers.values():  # warm-up: allocator, first buffer draws
         for _ in range(2):
@@ -91,12 +105,12 @@ def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
     evaluator = DecoderEvaluator()
     points = []
     for path in paths:
-        info = model_info(path)
-        held = info.holdout or frozenset()
-        options = {"step_size": step_scale * info.model.sampler_defaults["step_size"]}
+        arm, step, model, held = snapshot(path)
+        options = {"step_size": step_scale * model.sampler_defaults["step_size"]}
         if sample_steps is not None:
             options["steps"] = sample_steps
-        generate = ModelSampler(info.model, **options)
+        generate = JointSampler(model, **options) if arm == "joint" else \
+            ModelSampler(model, **options)
         parts: dict[str, list[Proportion]] = {k: [] for k in ("seen", "held out", "read seen",
                                                                "read held out")}
         start = time.perf_counter()
@@ -105,16 +119,24 @@ def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
             where = "held out" if (s, c) in held else "seen"
             parts[where].append(score(pair_expr(s, c), labels).accuracy)
             parts[f"read {where}"].append(proportion(truth(pair_expr(s, c), labels)))
-        arm = info.model.config.heads
-        point = {"path": str(path), "arm": arm, "step": info.step,
-                 "training hours": info.step / rates[arm] / 3600 if arm in rates else None,
+        point = {"path": str(path), "arm": arm, "step": step,
+                 "training hours": step / rates[arm] / 3600 if arm in rates else None,
                  **{k: _pool(v) for k, v in parts.items()}, "sampler": options,
                  "eval seconds": round(time.perf_counter() - start, 1)}
-        print(f"{arm} step {info.step}: " + ", ".join(
+        print(f"{arm} step {step}: " + ", ".join(
             f"{k} {100 * point[k]['accuracy']:.1f} ± {100 * point[k]['stderr']:.1f} %"
             for k in parts), flush=True)
         points.append(point)
     return sorted(points, key=lambda p: (p["arm"], p["step"]))
+
+
+def snapshot(path) -> tuple[str, int, object, frozenset]:
+    """(arm, step, model, held-out pairs) of a snapshot: an exported model, a run's checkpoint
+    (``ckpt-NNNNNN``) or a joint-baseline snapshot (``step-NNNNNN`` of bench/train_joint.py)."""
+    if (Path(path) / "joint.json").exists():
+        return "joint", int(Path(path).name.split("-")[-1]), load_joint(path), DEFAULT_HOLDOUT
+    info = model_info(path)
+    return info.model.config.heads, info.step, info.model, info.holdout or frozenset()
 
 
 def _pool(parts: list[Proportion]) -> dict:
@@ -123,26 +145,33 @@ def _pool(parts: list[Proportion]) -> dict:
 
 
 def plot_curve(points: list[dict], out: Path) -> None:
+    """Two panels (seen pairs, held-out pairs): one colour per arm, solid the protocol's
+    accuracy, dotted the looser read rate; the x axis is training hours on one CPU thread."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm in sorted({p["arm"] for p in points}):
-        mine = [p for p in points if p["arm"] == arm]
-        hours = [p["training hours"] if p["training hours"] is not None else p["step"]
-                 for p in mine]
-        for key, style in (("seen", "-o"), ("held out", "--s"), ("read seen", ":^"),
-                           ("read held out", ":v")):
-            ax.errorbar(hours, [100 * p[key]["accuracy"] for p in mine],
-                        yerr=[100 * p[key]["stderr"] for p in mine], fmt=style, capsize=3,
-                        label=f"{arm}, {key} pairs")
-    ax.axhline(90, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("training time on this CPU (hours, from the measured it/s)")
-    ax.set_ylabel("% of `shape & color` samples (exact decoder)")
-    ax.set_ylim(-2, 102)
-    ax.legend(fontsize=8)
-    ax.set_title("shapes: accuracy of `shape & color` samples during training", fontsize=9)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    arms = sorted({p["arm"] for p in points})
+    colours = dict(zip(arms, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ax, split in zip(axes, ("seen", "held out")):
+        for arm in arms:
+            mine = [p for p in points if p["arm"] == arm]
+            hours = [p["training hours"] if p["training hours"] is not None else p["step"]
+                     for p in mine]
+            for key, style in ((split, "-o"), (f"read {split}", ":s")):
+                ax.errorbar(hours, [100 * p[key]["accuracy"] for p in mine],
+                            yerr=[100 * p[key]["stderr"] for p in mine], fmt=style,
+                            capsize=3, color=colours[arm], ms=4,
+                            label=f"{arm}, {'accuracy' if key == split else 'read'}")
+        ax.axhline(90, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{split} (shape, colour) pairs", fontsize=9)
+        ax.set_xlabel("training time on one CPU thread (hours, from the measured it/s)")
+    axes[0].set_ylabel("% of `shape & color` samples (exact decoder)")
+    axes[0].set_ylim(-2, 102)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle("shapes: `shape & color` samples during training (solid: one clean object "
+                 "of the pair; dotted: read as the pair)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -182,3 +182,42 @@ def test_checkpoints_record_the_training_holdout_for_evaluation(tmp_path, holdou
                       config=default_train_config(data.sample_shape, steps=1, batch_size=4))
     trainer.save(tmp_path / "run")
     assert model_info(tmp_path / "run").holdout == expected
+
+
+@pytest.mark.slow
+def test_saved_arms_feed_the_benchmarks(tmp_path):
+    """A joint-baseline snapshot of bench/train_joint.py and a run checkpoint go through
+    bench/composition.py --models and bench/training.py --curve, steps recorded."""
+    def script(name, *args):
+        return subprocess.run([sys.executable, str(ROOT / "bench" / name), *map(str, args)],
+                              check=True, capture_output=True, text=True, timeout=600)
+
+    script("train_joint.py", "--out", tmp_path / "joint", "--steps", 4, "--snapshot-every", 2,
+           "--n", 200, "--width", 4)
+    assert sorted(p.name for p in (tmp_path / "joint").glob("step-*")) == \
+        ["step-000002", "step-000004"]
+    subprocess.run([sys.executable, "-m", "conceptalg", "train", "--data", "shapes", "--out",
+                    str(tmp_path / "film"), "--heads", "film", "--steps", "3", "--n", "200",
+                    "--width", "4", "--langevin-steps", "2", "--no-progress"],
+                   check=True, capture_output=True, text=True, timeout=600)
+    ckpt = tmp_path / "film" / "ckpt-000003"
+    script("composition.py", "--models", ckpt, tmp_path / "joint" / "step-000004",
+           "--per-expr", 1, "--sample-steps", 2, "--no-check", "--out-dir", tmp_path)
+    payload = json.loads((tmp_path / "composition.json").read_text())
+    assert payload["shapes"]["film"]["training"]["steps"] == 3
+    assert payload["shapes"]["joint"]["training"] == {"steps": 4}
+    assert "| joint | n/a |" in (tmp_path / "composition.md").read_text()
+
+    out = tmp_path / "training.json"
+    row = {"s/it": 0.5, "it/s": 2.0, "images/s": 128, "image-steps/s": 2560, "time vs linear": 1}
+    out.write_text(json.dumps({"throughput": {
+        "rows": {"film": row}, "A/A": 1.0, "batch_size": 64, "langevin_steps": 20, "width": 32,
+        "repeats": 1, "iters": 1, "threads": 1}}))
+    script("training.py", "--skip-throughput", "--curve", ckpt, tmp_path / "joint" / "step-000002",
+           "--per-pair", 1, "--sample-steps", 2, "--out", out)
+    curve = json.loads(out.read_text())["curve"]
+    assert [(p["arm"], p["step"]) for p in curve] == [("film", 3), ("joint", 2)]
+    assert curve[0]["training hours"] == pytest.approx(3 / 2.0 / 3600)
+    assert curve[1]["training hours"] is None               # no measured rate for the arm
+    assert curve[0]["seen"]["n"] == 12 and curve[0]["held out"]["n"] == 6
+    assert (tmp_path / "training-curve.png").stat().st_size > 0

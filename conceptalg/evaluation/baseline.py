@@ -92,15 +92,19 @@ class JointCodeModel(ConceptModel):
         self.embedding = _CodeEmbedding(_codes(), config.embedding_dim)
 
 
-def joint_model(backbone_options: dict | None = None, seed: int = 0) -> JointCodeModel:
-    """A fresh joint-code model for 32×32 ``shapes`` images (initial weights from ``seed``).
+def joint_model(backbone_options: dict | None = None, seed: int = 0,
+                init_bank: int = 0) -> JointCodeModel:
+    """A fresh joint-code model for 32×32 ``shapes`` images (initial weights from ``seed``);
+    ``init_bank`` rows of start images, as a trained concept model keeps (the trainer fills
+    them), so that the baseline's chains start where the other arms' do.
 
     Example:
         >>> joint_model({"width": 8}).head_names[:2]
         ['pair=red_circle', 'pair=green_circle']
     """
     config = ModelConfig(sample_shape=(3, 32, 32), factors={PAIR: PAIR_NAMES}, heads="film",
-                         backbone="conv", backbone_options=dict(backbone_options or {}))
+                         backbone="conv", backbone_options=dict(backbone_options or {}),
+                         bounds=(0.0, 1.0), init_bank=init_bank)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return JointCodeModel(config)
