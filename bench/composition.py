@@ -5,7 +5,7 @@ protocol, on seen and held-out combinations, for every head kind and a joint-cod
     python bench/composition.py --device cuda            # full budgets (a GPU)
     python bench/composition.py --models runs/a runs/b   # evaluate trained models, no training
 
-Writes bench/results/composition.json and bench/results/composition.md.
+Writes bench/results/composition.json, composition.md and composition.png (a bar chart).
 
 **shapes.** Arms: ``linear``, ``film`` and ``classifier`` concept heads (one model each, trained
 by the same CD trainer on the training split, which withholds six (shape, colour) pairs), and
@@ -207,14 +207,18 @@ def scene_queries(k: int, count: int, seed: int) -> list:
 def evaluate_scenes(model, budget: dict, seed: int, device: str,
                     sample_steps: int | None) -> dict:
     generate, evaluator = generator(model, device, sample_steps), ScenesEvaluator()
+    loose = ScenesEvaluator(clean_only=False)
     out = {"evaluator real accuracy": evaluator.real_accuracy()}
     for k in (1, 2, 3):
-        hits, valid = [], []
+        hits, valid, read = [], [], []
         for j, expr in enumerate(scene_queries(k, budget["scene_queries"], seed + 1000 * k)):
-            s = score(expr, evaluator(generate(expr, budget["scene_n"], seed + 1000 * k + j)))
+            x = generate(expr, budget["scene_n"], seed + 1000 * k + j)
+            s = score(expr, evaluator(x))
             hits.append(s.accuracy)
             valid.append(s.valid)
-        out[f"k={k}"] = {**cell(pooled(hits)), "valid": pooled(valid).value}
+            read.append(proportion(truth(expr, loose(x))))
+        out[f"k={k}"] = {**cell(pooled(hits)), "valid": pooled(valid).value,
+                         "read": cell(pooled(read))}
     return out
 
 
@@ -284,10 +288,13 @@ def markdown(payload: dict) -> str:
     scenes = payload.get("scenes")
     if scenes:
         lines += ["", "## scenes: at(x1, y1) & … & at(xk, yk)", "",
-                  "| k | accuracy | valid % | n |", "|---|---|---|---|"]
+                  "| k | accuracy | valid % | read | n |", "|---|---|---|---|---|"]
         for k in (1, 2, 3):
             c = scenes[f"k={k}"]
-            lines.append(f"| {k} | {fmt(c)} | {100 * c['valid']:.1f} | {c['n']} |")
+            lines.append(f"| {k} | {fmt(c)} | {100 * c['valid']:.1f} | {fmt(c.get('read'))} | "
+                         f"{c['n']} |")
+        lines += ["", "(read: an object within 0.1 of every point among all the objects the "
+                      "decoder finds, clean or not, in any scene — looser than the protocol)"]
     check = payload.get("evaluator check")
     if check:
         lines += ["", "## evaluators on real held-out images", "",
@@ -303,6 +310,53 @@ def markdown(payload: dict) -> str:
                       "evaluators are trained on real images of every pair."]
     lines += ["", f"Settings: {json.dumps(payload['settings'])}", ""]
     return "\n".join(lines)
+
+
+def plot(payload: dict, path: Path) -> None:
+    """Bars with standard errors: per arm, `shape & color` accuracy (solid) and read rate
+    (hatched) on seen and held-out pairs; scenes accuracy and read rate for k = 1, 2, 3."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes, scenes = payload.get("shapes") or {}, payload.get("scenes")
+    ratios = {"width_ratios": [2, 1]} if scenes else None
+    fig, axes = plt.subplots(1, 2 if scenes else 1, figsize=(11 if scenes else 7, 3.8),
+                             squeeze=False, gridspec_kw=ratios)
+    ax = axes[0][0]
+    bars = [("seen", "seen, accuracy", ""), ("held out", "held out, accuracy", ""),
+            ("read seen", "seen, read", "//"), ("read held out", "held out, read", "//")]
+    colours = ["tab:blue", "tab:red", "tab:blue", "tab:red"]
+    width = 0.8 / len(bars)
+    for j, ((key, label, hatch), colour) in enumerate(zip(bars, colours)):
+        cells = [(r["2"] or {}).get(key) or {} for r in shapes.values()]
+        ax.bar([i + (j - 1.5) * width for i in range(len(shapes))],
+               [100 * c.get("accuracy", 0) for c in cells], width,
+               yerr=[100 * c.get("stderr", 0) for c in cells], capsize=2, label=label,
+               color=colour if not hatch else "white", edgecolor=colour, hatch=hatch)
+    ax.set_xticks(range(len(shapes)), list(shapes))
+    ax.axhline(90, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of samples (exact decoder)")
+    ax.set_title("shapes: `shape & color`, seen vs held-out pairs", fontsize=9)
+    ax.legend(fontsize=7)
+    if scenes:
+        ax = axes[0][1]
+        ks = (1, 2, 3)
+        for j, (key, hatch) in enumerate((("accuracy", ""), ("read", "//"))):
+            cells = [scenes[f"k={k}"] if key == "accuracy" else scenes[f"k={k}"].get("read") or {}
+                     for k in ks]
+            ax.bar([k + (j - 0.5) * 0.35 for k in ks], [100 * c.get("accuracy", 0) for c in cells],
+                   0.35, yerr=[100 * c.get("stderr", 0) for c in cells], capsize=2,
+                   label=key, color="tab:green" if not hatch else "white",
+                   edgecolor="tab:green", hatch=hatch)
+        ax.set_xticks(ks, [f"k = {k}" for k in ks])
+        ax.set_ylim(0, 100)
+        ax.set_title("scenes: at(x1, y1) & … & at(xk, yk)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -390,8 +444,10 @@ def main(argv=None) -> int:
     text = markdown(payload)
     (out / "composition.json").write_text(json.dumps(json_safe(payload), indent=2))
     (out / "composition.md").write_text(text)
+    if payload["shapes"] or payload.get("scenes"):
+        plot(payload, out / "composition.png")
     print(text)
-    print(f"wrote {out / 'composition.json'} and {out / 'composition.md'} "
+    print(f"wrote {out / 'composition.json'}, {out / 'composition.md'} and .png "
           f"({payload['seconds']} s)")
     return 0
 

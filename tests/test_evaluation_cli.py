@@ -114,6 +114,8 @@ def test_composition_benchmark_quick_smoke(tmp_path):
     assert set(payload["scenes"]) >= {"k=1", "k=2", "k=3"}
     md = (tmp_path / "composition.md").read_text()
     assert "| joint | n/a |" in md and "## scenes" in md
+    assert set(payload["scenes"]["k=2"]["read"]) == {"accuracy", "stderr", "n"}
+    assert (tmp_path / "composition.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("argv", [

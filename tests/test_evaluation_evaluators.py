@@ -81,6 +81,19 @@ def test_scenes_evaluator_finds_real_objects():
     assert evaluator.real_accuracy(n=60)["all"] == 1.0
 
 
+def test_scenes_read_labels_keep_the_objects_of_an_unclean_scene():
+    data = ScenesDataset(20, seed=6, max_objects=2)
+    x = data.images.clone()
+    x[:, :, 0:3, 0:3] = 0.5  # a grey 3×3 speck in a corner: no palette colour, not an object
+    strict, loose = ScenesEvaluator()(x), ScenesEvaluator(clean_only=False)(x)
+    assert not bool(strict.valid.any()) and bool(loose.valid.all())
+    for i in range(len(data)):
+        x0, y0 = data.centres[i, 0].tolist()
+        at = Concept("at", args=(x0, y0))
+        assert not bool(strict.concept(at)[i]) and bool(loose.concept(at)[i])
+    assert not bool(loose.concept(Concept("at", args=(0.5, -1.0))).any())
+
+
 def test_make_evaluator_choices():
     assert isinstance(make_evaluator("shapes"), DecoderEvaluator)
     assert isinstance(make_evaluator("scenes"), ScenesEvaluator)

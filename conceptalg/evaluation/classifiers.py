@@ -210,10 +210,16 @@ class ScenesEvaluator:
     radius: float = 0.1
     name: str = "decoder"
     seed: int = 0
+    #: False: the looser *read* labels — every object the decoder finds counts, clean or not,
+    #: and an image is valid when it holds any object (not the protocol's figure)
+    clean_only: bool = True
     _report: dict | None = field(default=None, repr=False)
 
     def __call__(self, samples: Tensor) -> SampleLabels:
         d = decode_scenes(samples.detach().cpu())
+        if not self.clean_only:
+            return SampleLabels(d.counts >= 1, {}, {}, centres=d.centres, mask=d.mask,
+                                radius=self.radius)
         return SampleLabels(d.valid, {}, {}, centres=d.centres, mask=d.mask & d.valid[:, None],
                             radius=self.radius)
 
