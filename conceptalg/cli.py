@@ -230,8 +230,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config = default_train_config(data.sample_shape, **overrides)
             options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
                 else None
-            trainer = Trainer(data, config=config, heads=args.heads, device=device,
-                              backbone_options=options)
+            try:
+                trainer = Trainer(data, config=config, heads=args.heads, device=device,
+                                  backbone_options=options,
+                                  colour_blind=[f for f in args.colour_blind.split(",") if f])
+            except ValueError as e:  # a model the options cannot build: a usage error
+                say(f"conceptalg train: {e}")
+                return 2
         if group is not None:
             say(f"training on {group.world_size} processes ({group.backend}): "
                 f"{trainer.config.batch_size} samples per process and step, "
@@ -321,6 +326,9 @@ def _register_train(sub) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--langevin-steps", type=int, default=None)
     p.add_argument("--width", type=int, default=None, help="conv trunk width")
+    p.add_argument("--colour-blind", default="", metavar="FACTORS",
+                   help="comma-separated factors whose heads read a colour-blind trunk "
+                        "(conv, linear or classifier heads), e.g. shape,size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=200)

@@ -61,6 +61,26 @@ def test_train_rejects_bad_holdout():
         main(["train", "--data", "shapes", "--out", "x", "--holdout", "circle-red"])
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--colour-blind", "shap"], "'shap'], which are not factors"),
+    (["--colour-blind", "shape", "--heads", "film"], "linear or classifier heads"),
+])
+def test_train_rejects_colour_blind_it_cannot_build(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "shapes", "--n", "50", "--out", str(out), "--steps", "1",
+                 "--no-progress", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing written
+
+
+def test_train_with_colour_blind_heads_records_them(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "shapes", "--n", "100", "--out", str(out), "--steps", "2",
+                 "--width", "4", "--langevin-steps", "2", "--colour-blind", "shape,size",
+                 "--no-progress"]) == 0
+    assert conceptalg.load(out).config.colour_blind == ("shape", "size")
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_130(tmp_path):
     import os
     import signal

@@ -16,7 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-__all__ = ["MLPTrunk", "ConvTrunk", "build_backbone"]
+__all__ = ["MLPTrunk", "ConvTrunk", "build_backbone", "colour_blind_conv", "STEMS"]
+
+#: input stems of :class:`ConvTrunk`
+STEMS = ("rgb", "colour-blind")
 
 
 def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
@@ -30,6 +33,21 @@ def _film(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
     gain, bias = condition.chunk(2, dim=1)  # [B, C] each
     shape = (h.shape[0], -1) + (1,) * (h.dim() - 2)
     return h * (1 + gain.reshape(shape)) + bias.reshape(shape)
+
+
+def colour_blind_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` (one input channel) applied to every channel of ``x[B, C, H, W]`` alone, then
+    the maximum over channels: features that cannot tell which channels are lit.
+
+    Example:
+        >>> conv = nn.Conv2d(1, 4, 3, padding=1)
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> torch.equal(colour_blind_conv(conv, x), colour_blind_conv(conv, x[:, [2, 0, 1]]))
+        True
+    """
+    b, c = x.shape[:2]
+    h = conv(x.reshape(b * c, 1, *x.shape[2:]))                            # [B·C, F, H', W']
+    return h.reshape(b, c, *h.shape[1:]).amax(dim=1)                       # [B, F, H', W']
 
 
 class MLPTrunk(nn.Module):
@@ -80,6 +98,12 @@ class ConvTrunk(nn.Module):
     cost of training, so every layer at full resolution costs twice), then residual blocks at
     decreasing resolutions, average pooling between them, and a global average over space.
 
+    ``stem="colour-blind"`` applies one input filter bank to each channel on its own and keeps
+    the maximum over channels: features that cannot tell which channels are lit, i.e. blind to
+    colour (and invariant to any permutation of the channels). Heads of factors that do not
+    depend on colour (shape, size) can read such a trunk, so that they cannot learn the colours
+    their values happened to come with in training (``ModelConfig.colour_blind``).
+
     Example:
         >>> trunk = ConvTrunk(3, width=16)
         >>> trunk(torch.zeros(2, 3, 32, 32)).shape
@@ -87,10 +111,13 @@ class ConvTrunk(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, width: int = 32, blocks: Sequence[int] = (1, 2, 2),
-                 spectral_norm: bool = True) -> None:
+                 spectral_norm: bool = True, stem: str = "rgb") -> None:
         super().__init__()
-        self.stem = _maybe_sn(nn.Conv2d(in_channels, width, 3, stride=2, padding=1),
-                              spectral_norm)
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        self.colour_blind = stem == "colour-blind"
+        self.stem = _maybe_sn(nn.Conv2d(1 if self.colour_blind else in_channels, width, 3,
+                                        stride=2, padding=1), spectral_norm)
         channels = [width * m for m in blocks]
         self.blocks = nn.ModuleList(_ResBlock(a, b, spectral_norm)
                                     for a, b in zip([width, *channels[:-1]], channels))
@@ -98,7 +125,7 @@ class ConvTrunk(nn.Module):
         self.film_sizes = [2 * c for c in channels]
 
     def forward(self, x: torch.Tensor, conditions: Sequence[torch.Tensor] | None = None):
-        h = self.stem(x)
+        h = colour_blind_conv(self.stem, x) if self.colour_blind else self.stem(x)
         for i, block in enumerate(self.blocks):
             if i:
                 h = nn.functional.avg_pool2d(h, 2)

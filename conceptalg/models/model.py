@@ -51,6 +51,9 @@ class ModelConfig:
     is the number of stored starting images (model samples kept with the weights, e.g. from
     the base replay buffer by :func:`conceptalg.training.export_model`); when it is > 0,
     chains start from them by default instead of from uniform noise, as in training.
+    ``colour_blind`` names factors whose heads read a second, colour-blind trunk (conv
+    backbone, linear or classifier heads; see :class:`~conceptalg.models.backbones.ConvTrunk`):
+    a declared invariance, for factors such as shape whose values were seen with few colours.
     """
 
     sample_shape: tuple[int, ...]
@@ -64,6 +67,7 @@ class ModelConfig:
     temperature: float = 1.0
     sampler_defaults: dict[str, Any] = field(default_factory=dict)
     init_bank: int = 0
+    colour_blind: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.sample_shape = tuple(int(s) for s in self.sample_shape)
@@ -87,6 +91,18 @@ class ModelConfig:
             if self.heads == "classifier" and len(values) < 2:
                 raise ValueError(f"a classifier factor needs ≥ 2 values; {f!r} has {values}")
         check_int("init_bank", self.init_bank, 0)
+        if isinstance(self.colour_blind, str):
+            self.colour_blind = (self.colour_blind,)
+        self.colour_blind = tuple(str(f) for f in self.colour_blind)
+        if self.colour_blind:
+            unknown = [f for f in self.colour_blind if f not in self.factors]
+            if unknown:
+                raise ValueError(f"colour_blind names {unknown}, which are not factors of the "
+                                 f"model; its factors are {sorted(self.factors)}")
+            if self.backbone != "conv" or self.heads == "film":
+                raise ValueError(f"colour_blind factors need the conv backbone with linear or "
+                                 f"classifier heads, not {self.backbone!r} with "
+                                 f"{self.heads!r} heads")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
 
@@ -149,6 +165,13 @@ class ConceptModel(nn.Module):
         self.head_names = config.concept_names
         self.index = {name: i for i, name in enumerate(self.head_names)}
         n = len(self.head_names)
+        self.blind_trunk = None
+        if config.colour_blind:  # the heads of these factors read a colour-blind trunk
+            self.blind_trunk = build_backbone(config.backbone, config.sample_shape,
+                                              **{**config.backbone_options,
+                                                 "stem": "colour-blind"})
+        blind = [name.split("=", 1)[0] in config.colour_blind for name in self.head_names]
+        self.register_buffer("_blind_rows", torch.tensor(blind + [False]), persistent=False)
         if config.heads == "linear":
             self.energy = nn.Linear(features, n + 1)  # row n is the base head
         elif config.heads == "film":
@@ -181,12 +204,18 @@ class ConceptModel(nn.Module):
         kind = self.config.heads
         if kind == "linear":
             rows = torch.tensor([self._row(h) for h in heads], device=x.device)
-            h = self.trunk(x)  # [B, F]
-            return h @ self.energy.weight[rows].T + self.energy.bias[rows]  # [B, K]
+            w, b = self.energy.weight[rows], self.energy.bias[rows]
+            blind = [h.split("=", 1)[0] in self.config.colour_blind for h in heads]  # host-side
+            if not any(blind):
+                return self.trunk(x) @ w.T + b  # [B, K]: the trunk once for all heads
+            if all(blind):
+                return self.blind_trunk(x) @ w.T + b
+            where = torch.tensor(blind, device=x.device)                        # [K]
+            return torch.where(where, self.blind_trunk(x) @ w.T, self.trunk(x) @ w.T) + b
         if kind == "classifier":
             h = self.trunk(x)  # [B, F]
-            log_probs = {f: torch.log_softmax(layer(h), dim=1)
-                         for f, layer in self.classifiers.items()}  # only ~3 factors: cheap
+            log_probs = {f: torch.log_softmax(logits, dim=1)
+                         for f, logits in self._logits(x, h).items()}  # only ~3 factors: cheap
             columns = []
             for name in heads:
                 if name == BASE:
@@ -222,6 +251,8 @@ class ConceptModel(nn.Module):
             h_kwargs["conditions"] = [layer(e) for layer in self.film]
         h = self.trunk(x, **h_kwargs)
         if kind == "linear":
+            if self.blind_trunk is not None:
+                h = torch.where(self._blind_rows[rows][:, None], self.blind_trunk(x), h)
             return (h * self.energy.weight[rows]).sum(1) + self.energy.bias[rows]  # [B]
         return self.energy(h)[:, 0]
 
@@ -229,8 +260,12 @@ class ConceptModel(nn.Module):
         """Per-factor logits ``{factor: [B, V]}`` (classifier heads only)."""
         if self.config.heads != "classifier":
             raise ValueError("classifier_logits needs heads='classifier'")
-        h = self.trunk(x)
-        return {f: layer(h) for f, layer in self.classifiers.items()}
+        return self._logits(x, self.trunk(x))
+
+    def _logits(self, x: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        hb = self.blind_trunk(x) if self.blind_trunk is not None else None
+        return {f: layer(hb if f in self.config.colour_blind else h)
+                for f, layer in self.classifiers.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The base energy ``E_0(x)`` (an unconditional EBM), ``[B]``."""

@@ -19,13 +19,15 @@ __all__ = ["train", "Trainer", "TrainConfig", "TrainingDiverged", "ConceptData",
 
 def train(data, labels=None, *, heads: str = "linear", steps: int | None = None,
           model: ConceptModel | None = None, device=None, progress: bool = False,
-          **config: Any) -> ConceptModel:
+          colour_blind: tuple[str, ...] = (), **config: Any) -> ConceptModel:
     """Train concept heads and return the model (a concept library ``compose`` accepts).
 
     ``data`` is a built-in dataset name (``"toy2d"``, ``"shapes"``, ``"scenes"``,
     ``"digits"``), a :class:`ConceptData`, or a tensor of samples with ``labels`` (a dict
     factor → value names, or one list of concept names). ``heads`` is ``"linear"``,
-    ``"film"`` or ``"classifier"``; other keywords are :class:`TrainConfig` fields.
+    ``"film"`` or ``"classifier"``; ``colour_blind`` names factors whose heads read a
+    colour-blind trunk (see :class:`~conceptalg.models.ModelConfig`); other keywords are
+    :class:`TrainConfig` fields.
 
     Example:
         >>> import torch, conceptalg
@@ -45,6 +47,6 @@ def train(data, labels=None, *, heads: str = "linear", steps: int | None = None,
     if steps is not None:
         config["steps"] = steps
     trainer = Trainer(data, model=model, config=default_train_config(data.sample_shape, **config),
-                      heads=heads, device=device)
+                      heads=heads, device=device, colour_blind=colour_blind)
     trainer.fit(progress=progress)
     return trainer.model

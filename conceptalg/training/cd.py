@@ -33,7 +33,7 @@ import inspect
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -149,6 +149,9 @@ class Trainer:
     In a process group (``torchrun`` + :func:`.distributed.from_environment`) it trains on
     every rank — ``distributed=None`` joins an initialised group, ``False`` ignores it, ``True``
     requires one; ``fit`` and ``save`` must then be called on every rank (rank 0 writes).
+    A new model gets ``heads``, ``backbone`` (default: conv for images, MLP for vectors),
+    ``backbone_options`` and ``colour_blind`` (factors whose heads read a colour-blind trunk,
+    :class:`~conceptalg.models.ModelConfig`).
 
     Example:
         >>> from conceptalg.training import ConceptData, Trainer, default_train_config
@@ -166,7 +169,8 @@ class Trainer:
                  backbone: str | None = None, backbone_options: dict | None = None,
                  device: str | torch.device | None = None,
                  train_only: list[str] | None = None,
-                 distributed: bool | None = None) -> None:
+                 distributed: bool | None = None,
+                 colour_blind: Sequence[str] = ()) -> None:
         self.data = data
         self.config = config or default_train_config(data.sample_shape)
         cfg = self.config
@@ -180,7 +184,8 @@ class Trainer:
         if model is None:
             with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
                 torch.manual_seed(cfg.seed)
-                model = ConceptModel(self._model_config(heads, backbone, backbone_options))
+                model = ConceptModel(self._model_config(heads, backbone, backbone_options,
+                                                        colour_blind))
         self.model = model.to(self.device)
         mc = model.config
         if tuple(mc.sample_shape) != data.sample_shape:
@@ -229,7 +234,7 @@ class Trainer:
         return self.rank == 0
 
     # --- set-up ---------------------------------------------------------------------------
-    def _model_config(self, heads, backbone, backbone_options) -> ModelConfig:
+    def _model_config(self, heads, backbone, backbone_options, colour_blind=()) -> ModelConfig:
         data = self.data
         image = len(data.sample_shape) == 3
         backbone = backbone or ("conv" if image else "mlp")
@@ -242,7 +247,7 @@ class Trainer:
         return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
                            parametric=parametric, heads=heads, backbone=backbone,
                            backbone_options=options, bounds=data.bounds,
-                           init_bank=self.config.init_bank)
+                           init_bank=self.config.init_bank, colour_blind=tuple(colour_blind))
 
     def _check_concepts(self, mc: ModelConfig) -> None:
         for f, values in self.data.factors.items():
