@@ -48,7 +48,7 @@ from conceptalg.evaluation.classifiers import (DecoderEvaluator, ScenesEvaluator
                                                train_factor_classifiers)
 from conceptalg.evaluation.metrics import (Proportion, json_safe, proportion, score,  # noqa: E402
                                           truth)
-from conceptalg.evaluation.protocol import ModelSampler, model_info  # noqa: E402
+from conceptalg.evaluation.protocol import ModelSampler, arm_name, model_info  # noqa: E402
 from conceptalg import parse  # noqa: E402
 from conceptalg.expr import And, Concept  # noqa: E402
 from conceptalg.training import (Trainer, TrainingDiverged, builtin_data,  # noqa: E402
@@ -147,7 +147,7 @@ def load_arm(path: str, device: str):
         record = {"steps": int(tail)} if tail.isdigit() else None
         return "joint", "shapes", load_joint(path, device), record
     info = model_info(path, device=device)
-    name = "scenes" if info.data == "scenes" else info.model.config.heads
+    name = "scenes" if info.data == "scenes" else arm_name(info.model)
     history = info.metadata.get("history") or [{}]
     seconds = history[-1].get("seconds")
     record = {"steps": info.step,
@@ -408,7 +408,8 @@ def main(argv=None) -> int:
             models[kind] = ("scenes" if kind == "scenes" else "shapes", model, record)
             print(f"  {record}", flush=True)
 
-    order = {name: i for i, name in enumerate((*HEAD_KINDS, "joint", "scenes"))}
+    order = {name: i for i, name in enumerate((*HEAD_KINDS, "classifier + colour-blind",
+                                               "joint", "scenes"))}
     models = dict(sorted(models.items(), key=lambda kv: order.get(kv[0].rstrip("'"), 99)))
     payload: dict = {"mode": f"{mode}, given models" if args.models else mode, "budget": budget,
                      "settings": {"device": args.device, "seed": args.seed,

@@ -1,9 +1,9 @@
 """Training throughput of each concept-head kind on ``shapes``, and accuracy against training time.
 
 **Throughput.** One :class:`~conceptalg.training.Trainer` per arm (``linear``, ``film``,
-``classifier``, ``joint``, plus a second ``linear`` trainer for the A/A ratio), the image
-defaults (batch 64, 20 Langevin steps, width 32), one thread. The ``joint`` arm is the
-joint-code baseline (one FiLM network conditioned on the pair's code,
+``classifier``, ``classifier`` with colour-blind shape and size heads, ``joint``, plus a second
+``linear`` trainer for the A/A ratio), the image defaults (batch 64, 20 Langevin steps, width
+32), one thread. The ``joint`` arm is the joint-code baseline (one FiLM network conditioned on the pair's code,
 :mod:`conceptalg.evaluation.baseline`). After two warm-up iterations, every repeat runs
 ``--iters`` iterations of each arm in a rotated order; an arm's figure is the median over
 repeats. Reported: iterations/s, training images/s (batch × it/s), Langevin image-steps/s, and
@@ -48,25 +48,29 @@ from conceptalg.evaluation.baseline import (JointSampler, joint_data, joint_mode
                                             load_joint)
 from conceptalg.evaluation.classifiers import DecoderEvaluator  # noqa: E402
 from conceptalg.evaluation.metrics import Proportion, proportion, score, truth  # noqa: E402
-from conceptalg.evaluation.protocol import ModelSampler, model_info  # noqa: E402
+from conceptalg.evaluation.protocol import ModelSampler, arm_name, model_info  # noqa: E402
 from conceptalg.expr import And, Concept  # noqa: E402
 from conceptalg.training import Trainer, builtin_data, default_train_config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-ARMS = ("linear", "film", "classifier", "joint")
+#: arm -> how its trainer is built (``joint``: the joint-code baseline)
+ARMS = {"linear": {"heads": "linear"}, "film": {"heads": "film"},
+        "classifier": {"heads": "classifier"},
+        "classifier + colour-blind": {"heads": "classifier", "colour_blind": ("shape", "size")},
+        "joint": None}
 
 
 def _trainer(arm: str, data, joint, config, width: int, seed: int) -> Trainer:
-    if arm == "joint":
+    if ARMS[arm] is None:
         return Trainer(joint, model=joint_model({"width": width}, seed=seed), config=config)
-    return Trainer(data, config=config, heads=arm, backbone_options={"width": width})
+    return Trainer(data, config=config, backbone_options={"width": width}, **ARMS[arm])
 
 
 def throughput(repeats: int, iters: int, width: int, seed: int) -> dict:
     data = builtin_data("shapes", n=2000, seed=seed)
     joint = joint_data(2000, seed=seed)
     config = default_train_config(data.sample_shape, seed=seed)
-    trainers = {name: _trainer(name.split()[0], data, joint, config, width, seed)
+    trainers = {name: _trainer(name.removesuffix(" (A/A)"), data, joint, config, width, seed)
                 for name in (*ARMS, "linear (A/A)")}
     for trainer in trainers.values():  # warm-up: allocator, first buffer draws
         for _ in range(2):
@@ -136,7 +140,7 @@ def snapshot(path) -> tuple[str, int, object, frozenset]:
     if (Path(path) / "joint.json").exists():
         return "joint", int(Path(path).name.split("-")[-1]), load_joint(path), DEFAULT_HOLDOUT
     info = model_info(path)
-    return info.model.config.heads, info.step, info.model, info.holdout or frozenset()
+    return arm_name(info.model), info.step, info.model, info.holdout or frozenset()
 
 
 def _pool(parts: list[Proportion]) -> dict:

@@ -245,7 +245,7 @@ def make_evaluator(data: str, kind: str = "decoder", *, seed: int = 0, steps: in
 
     Example:
         >>> make_evaluator("scenes")
-        ScenesEvaluator(radius=0.1, name='decoder', seed=0)
+        ScenesEvaluator(radius=0.1, name='decoder', seed=0, clean_only=True)
     """
     if kind not in EVALUATORS:
         raise ValueError(f"evaluator must be one of {EVALUATORS}, got {kind!r}")

@@ -79,7 +79,21 @@ class ModelInfo:
     metadata: dict = field(repr=False, default_factory=dict)
 
     def describe(self) -> str:
-        return (f"{self.path} ({self.data}, {self.model.config.heads} heads, step {self.step})")
+        return (f"{self.path} ({self.data}, {arm_name(self.model)} heads, step {self.step})")
+
+
+def arm_name(model) -> str:
+    """How benchmarks name a model's kind: its head kind, plus ``" + colour-blind"`` when some
+    factors' heads read the colour-blind trunk.
+
+    Example:
+        >>> from conceptalg.models import ConceptModel, ModelConfig
+        >>> arm_name(ConceptModel(ModelConfig((3, 8, 8), {"shape": ["a", "b"]}, heads="classifier",
+        ...                                   colour_blind=("shape",), backbone_options={"width": 4})))
+        'classifier + colour-blind'
+    """
+    config = model.config
+    return config.heads + (" + colour-blind" if getattr(config, "colour_blind", ()) else "")
 
 
 def model_info(path, *, device=None) -> ModelInfo:

@@ -107,7 +107,7 @@ class ConvTrunk(nn.Module):
     Example:
         >>> trunk = ConvTrunk(3, width=16)
         >>> trunk(torch.zeros(2, 3, 32, 32)).shape
-        torch.Size([2, 64])
+        torch.Size([2, 32])
     """
 
     def __init__(self, in_channels: int = 3, width: int = 32, blocks: Sequence[int] = (1, 2, 2),
