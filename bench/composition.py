@@ -334,7 +334,7 @@ def plot(payload: dict, path: Path) -> None:
                [100 * c.get("accuracy", 0) for c in cells], width,
                yerr=[100 * c.get("stderr", 0) for c in cells], capsize=2, label=label,
                color=colour if not hatch else "white", edgecolor=colour, hatch=hatch)
-    ax.set_xticks(range(len(shapes)), list(shapes))
+    ax.set_xticks(range(len(shapes)), [a.replace(" + ", "\n+ ") for a in shapes], fontsize=8)
     ax.axhline(90, color="grey", lw=0.8, ls=":")
     ax.set_ylim(0, 100)
     ax.set_ylabel("% of samples (exact decoder)")

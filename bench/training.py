@@ -181,6 +181,16 @@ def plot_curve(points: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def best_on_seen(points: list[dict]) -> dict[str, dict]:
+    """Per arm, the snapshot with the highest read rate on seen pairs (ties: the earlier)."""
+    best: dict[str, dict] = {}
+    for p in sorted(points, key=lambda q: q["step"]):
+        if p["arm"] not in best or \
+                p["read seen"]["accuracy"] > best[p["arm"]]["read seen"]["accuracy"]:
+            best[p["arm"]] = p
+    return best
+
+
 def markdown(result: dict) -> str:
     lines = []
     tp = result.get("throughput")
@@ -207,6 +217,13 @@ def markdown(result: dict) -> str:
         first = result["curve"][0]
         lines.append(f"\n(n per cell: seen {first['seen']['n']}, held out "
                      f"{first['held out']['n']}; sampler: {first['sampler']})")
+        lines += ["", "Each arm's snapshot chosen on **seen** pairs only (highest read rate; "
+                      "held-out pairs play no part in the choice):", "",
+                  "| arm | step | read seen | read held out | held out |", "|---|---|---|---|---|"]
+        for arm, p in best_on_seen(result["curve"]).items():
+            lines.append(f"| {arm} | {p['step']} | " + " | ".join(
+                f"{100 * p[k]['accuracy']:.1f} ± {100 * p[k]['stderr']:.1f}"
+                for k in ("read seen", "read held out", "held out")) + " |")
     return "\n".join(lines)
 
 

@@ -223,3 +223,19 @@ def test_saved_arms_feed_the_benchmarks(tmp_path):
     assert curve[1]["training hours"] is None               # no measured rate for the arm
     assert curve[0]["seen"]["n"] == 12 and curve[0]["held out"]["n"] == 6
     assert (tmp_path / "training-curve.png").stat().st_size > 0
+
+
+def test_snapshot_choice_looks_at_seen_pairs_only():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from training import best_on_seen
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def point(arm, step, seen, held):
+        return {"arm": arm, "step": step, "read seen": {"accuracy": seen},
+                "read held out": {"accuracy": held}}
+
+    chosen = best_on_seen([point("a", 2, 0.5, 0.0), point("a", 1, 0.5, 0.1),
+                           point("a", 3, 0.4, 0.9), point("b", 1, 0.1, 0.0)])
+    assert {arm: p["step"] for arm, p in chosen.items()} == {"a": 1, "b": 1}
