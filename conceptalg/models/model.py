@@ -16,6 +16,11 @@ call (the batching protocol of :class:`conceptalg.library.ConceptEnergyModel`):
 Every model also has a base head ``E_0`` (named ``BASE``): for linear and FiLM heads an
 unconditional head trained on all data, so negations have an anchor.
 
+Linear and classifier heads of the factors named in ``ModelConfig.colour_blind`` read a second,
+colour-blind conv trunk instead of the shared one (a declared invariance: those heads cannot
+learn which colours their values came with in training, which is what lets shape heads
+recognise unseen (shape, colour) pairs; ``bench/shortcut.py``).
+
 The configuration is a dataclass saved with checkpoints; ``ConceptModel(config)`` rebuilds the
 same network.
 """
