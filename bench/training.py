@@ -154,10 +154,12 @@ def plot_curve(points: list[dict], out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     arms = sorted({p["arm"] for p in points})
     colours = dict(zip(arms, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    all_hours = [p["training hours"] or p["step"] for p in points]
     for ax, split in zip(axes, ("seen", "held out")):
         for arm in arms:
             mine = [p for p in points if p["arm"] == arm]
@@ -170,7 +172,12 @@ def plot_curve(points: list[dict], out: Path) -> None:
                             label=f"{arm}, {'accuracy' if key == split else 'read'}")
         ax.axhline(90, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{split} (shape, colour) pairs", fontsize=9)
-        ax.set_xlabel("training time on one CPU thread (hours, from the measured it/s)")
+        ax.set_xscale("log")  # short runs of several arms beside one long run
+        ticks = [t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50)
+                 if min(all_hours) / 2 <= t <= max(all_hours) * 2]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("hours of training on one CPU thread (log scale)", fontsize=9)
     axes[0].set_ylabel("% of `shape & color` samples (exact decoder)")
     axes[0].set_ylim(-2, 102)
     axes[1].legend(fontsize=7, ncol=2)
