@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT))
 from conceptalg.data.scenes import ScenesDataset  # noqa: E402
 from conceptalg.data.shapes import COLORS, DEFAULT_HOLDOUT, FACTORS, SHAPES, SIZES  # noqa: E402
 from conceptalg.evaluation.baseline import (JointCodeModel, JointSampler, joint_data,  # noqa: E402
-                                            joint_model, load_joint, save_joint)
+                                            joint_model, save_joint)
 from conceptalg.evaluation.classifiers import (DecoderEvaluator, ScenesEvaluator,  # noqa: E402
                                                train_factor_classifiers)
 from conceptalg.evaluation.metrics import (Proportion, json_safe, proportion, score,  # noqa: E402
                                           truth)
-from conceptalg.evaluation.protocol import ModelSampler, arm_name, model_info  # noqa: E402
+from conceptalg.evaluation.protocol import ModelSampler, load_arm  # noqa: E402
 from conceptalg import parse  # noqa: E402
 from conceptalg.expr import And, Concept  # noqa: E402
 from conceptalg.training import (Trainer, TrainingDiverged, builtin_data,  # noqa: E402
@@ -138,18 +138,12 @@ def train_arm(kind: str, budget: dict, seed: int, device: str, save_dir: Path | 
     return model, record
 
 
-def load_arm(path: str, device: str):
-    """(arm name, data, model, training record) of a saved model: a conceptalg run or
-    checkpoint, or a joint-baseline folder (``bench/train_joint.py`` snapshots are named
-    ``step-NNNNNN``)."""
-    if (Path(path) / "joint.json").exists():
-        tail = Path(path).name.split("-")[-1]
-        record = {"steps": int(tail)} if tail.isdigit() else None
-        return "joint", "shapes", load_joint(path, device), record
-    info = model_info(path, device=device)
-    name = "scenes" if info.data == "scenes" else arm_name(info.model)
-    history = info.metadata.get("history") or [{}]
-    seconds = history[-1].get("seconds")
+def loaded_arm(path: str, device: str):
+    """(arm name, data, model, training record) of a saved model (:func:`load_arm`)."""
+    name, info = load_arm(path, device=device)
+    if info.step is None:
+        return name, info.data, info.model, None
+    seconds = (info.metadata.get("history") or [{}])[-1].get("seconds")
     record = {"steps": info.step,
               **({"seconds": round(seconds)} if seconds is not None else {})}
     return name, info.data, info.model, record
@@ -396,7 +390,7 @@ def main(argv=None) -> int:
     models: dict[str, tuple[str, object, dict | None]] = {}
     if args.models:
         for path in args.models:
-            name, data, model, record = load_arm(path, args.device)
+            name, data, model, record = loaded_arm(path, args.device)
             while name in models:
                 name += "'"
             models[name] = (data, model, record)

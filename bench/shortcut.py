@@ -70,12 +70,21 @@ class StemClassifier(nn.Module):
         return {f: head(h) for f, head in self.heads.items()}
 
 
-def accuracy(net: StemClassifier, data: ShapesDataset) -> dict[str, float]:
+def accuracy(logits_of, holdout, split: str, seed: int) -> dict[str, float]:
+    """Per-factor and all-factor accuracy of ``logits_of(images) -> {factor: [N, V]}`` on 600
+    fresh real images of ``split``."""
+    data = ShapesDataset(600, seed=seed, split=split, holdout=holdout)
     with torch.no_grad():
-        out = net(data.images)
+        out = logits_of(data.images)
     hits = {f: out[f].argmax(1) == data.labels[f] for f in FACTORS}
     return {**{f: float(h.float().mean()) for f, h in hits.items()},
             "all": float(torch.stack(list(hits.values())).all(0).float().mean())}
+
+
+def scored(logits_of, holdout, seed: int, start: float) -> dict:
+    return {"seen": accuracy(logits_of, holdout, "train", seed + 1),
+            "held out": accuracy(logits_of, holdout, "heldout", seed + 2),
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def run_cell(stem: str, holdout, steps: int, n: int, seed: int) -> dict:
@@ -94,11 +103,7 @@ def run_cell(stem: str, holdout, steps: int, n: int, seed: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return {"seen": accuracy(net, ShapesDataset(600, seed=seed + 1, split="train",
-                                                holdout=holdout)),
-            "held out": accuracy(net, ShapesDataset(600, seed=seed + 2, split="heldout",
-                                                    holdout=holdout)),
-            "seconds": round(time.perf_counter() - start, 1)}
+    return scored(net, holdout, seed, start)
 
 
 def run_model(colour_blind: tuple[str, ...], holdout, steps: int, n: int, seed: int) -> dict:
@@ -112,42 +117,29 @@ def run_model(colour_blind: tuple[str, ...], holdout, steps: int, n: int, seed: 
                       backbone_options={"width": 16, "spectral_norm": False})
     start = time.perf_counter()
     trainer.fit()
-    model = trainer.model.eval()
+    return scored(trainer.model.eval().classifier_logits, holdout, seed, start)
 
-    def accuracy_of(split: str, s: int) -> dict[str, float]:
-        ds = ShapesDataset(600, seed=s, split=split, holdout=holdout)
-        with torch.no_grad():
-            logits = model.classifier_logits(ds.images)
-        hits = {f: logits[f].argmax(1) == ds.labels[f] for f in FACTORS}
-        return {**{f: float(h.float().mean()) for f, h in hits.items()},
-                "all": float(torch.stack(list(hits.values())).all(0).float().mean())}
 
-    return {"seen": accuracy_of("train", seed + 1), "held out": accuracy_of("heldout", seed + 2),
-            "seconds": round(time.perf_counter() - start, 1)}
+def _table(kind: str, cells: dict) -> list[str]:
+    lines = [f"| hold-out | {kind} | seen: all factors | held out: shape | held out: colour | "
+             "held out: all factors |", "|---|---|---|---|---|---|"]
+    for name, row in cells.items():
+        for variant, c in row.items():
+            lines.append(f"| {name} | {variant} | {100 * c['seen']['all']:.1f} | "
+                         f"{100 * c['held out']['shape']:.1f} | "
+                         f"{100 * c['held out']['color']:.1f} | "
+                         f"{100 * c['held out']['all']:.1f} |")
+    return lines
 
 
 def markdown(result: dict) -> str:
     lines = [f"Classifiers trained on the `shapes` training split ({result['steps']} steps, "
              f"{result['n']} images, seed {result['seed']}), scored on 600 fresh real images "
-             f"each of seen and held-out pairs (% correct).", "",
-             "| hold-out | stem | seen: all factors | held out: shape | held out: colour | "
-             "held out: all factors |", "|---|---|---|---|---|---|"]
-    for name, cells in result["cells"].items():
-        for stem, c in cells.items():
-            lines.append(f"| {name} | {stem} | {100 * c['seen']['all']:.1f} | "
-                         f"{100 * c['held out']['shape']:.1f} | "
-                         f"{100 * c['held out']['color']:.1f} | "
-                         f"{100 * c['held out']['all']:.1f} |")
+             f"each of seen and held-out pairs (% correct).", ""]
+    lines += _table("stem", result["cells"])
     lines += ["", f"The library's JEM classifier-head models (`heads=\"classifier\"`, "
-                  f"{result['model steps']} steps, width 16):", "",
-              "| hold-out | colour_blind | seen: all factors | held out: shape | "
-              "held out: colour | held out: all factors |", "|---|---|---|---|---|---|"]
-    for name, cells in result["models"].items():
-        for blind, c in cells.items():
-            lines.append(f"| {name} | {blind} | {100 * c['seen']['all']:.1f} | "
-                         f"{100 * c['held out']['shape']:.1f} | "
-                         f"{100 * c['held out']['color']:.1f} | "
-                         f"{100 * c['held out']['all']:.1f} |")
+                  f"{result['model steps']} steps, width 16):", ""]
+    lines += _table("colour_blind", result["models"])
     lines += ["", "Chance: shape 33 %, colour 17 %, a (shape, colour) pair 5.6 %."]
     return "\n".join(lines)
 

@@ -43,12 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from conceptalg.data.shapes import COLORS, SHAPES  # noqa: E402
-from conceptalg.data.shapes import DEFAULT_HOLDOUT  # noqa: E402
-from conceptalg.evaluation.baseline import (JointSampler, joint_data, joint_model,  # noqa: E402
-                                            load_joint)
+from conceptalg.evaluation.baseline import JointSampler, joint_data, joint_model  # noqa: E402
 from conceptalg.evaluation.classifiers import DecoderEvaluator  # noqa: E402
 from conceptalg.evaluation.metrics import Proportion, proportion, score, truth  # noqa: E402
-from conceptalg.evaluation.protocol import ModelSampler, arm_name, model_info  # noqa: E402
+from conceptalg.evaluation.protocol import ModelSampler, load_arm  # noqa: E402
 from conceptalg.expr import And, Concept  # noqa: E402
 from conceptalg.training import Trainer, builtin_data, default_train_config  # noqa: E402
 
@@ -137,10 +135,11 @@ def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
 def snapshot(path) -> tuple[str, int, object, frozenset]:
     """(arm, step, model, held-out pairs) of a snapshot: an exported model, a run's checkpoint
     (``ckpt-NNNNNN``) or a joint-baseline snapshot (``step-NNNNNN`` of bench/train_joint.py)."""
-    if (Path(path) / "joint.json").exists():
-        return "joint", int(Path(path).name.split("-")[-1]), load_joint(path), DEFAULT_HOLDOUT
-    info = model_info(path)
-    return arm_name(info.model), info.step, info.model, info.holdout or frozenset()
+    arm, info = load_arm(path)
+    if info.step is None:
+        raise SystemExit(f"{path}: a joint-baseline snapshot for the curve must be named "
+                         f"step-NNNNNN (its training step)")
+    return arm, info.step, info.model, info.holdout or frozenset()
 
 
 def _pool(parts: list[Proportion]) -> dict:

@@ -93,7 +93,30 @@ def arm_name(model) -> str:
         'classifier + colour-blind'
     """
     config = model.config
-    return config.heads + (" + colour-blind" if getattr(config, "colour_blind", ()) else "")
+    return config.heads + (" + colour-blind" if config.colour_blind else "")
+
+
+def load_arm(path, *, device=None) -> tuple[str, ModelInfo]:
+    """A benchmark's model and its arm name (:func:`arm_name`, or ``"scenes"``, or ``"joint"``
+    for a joint-code baseline folder written by
+    :func:`~conceptalg.evaluation.baseline.save_joint`, whose step is read from a
+    ``step-NNNNNN`` folder name (``None`` otherwise) and whose hold-out is the default).
+
+    Example:
+        >>> arm, info = load_arm("runs/arm-joint/step-001898")  # doctest: +SKIP
+        >>> arm, info.step
+        ('joint', 1898)
+    """
+    from ..data.shapes import DEFAULT_HOLDOUT
+    from .baseline import load_joint
+
+    if (Path(path) / "joint.json").exists():
+        tail = Path(path).name.split("-")[-1]
+        return "joint", ModelInfo(load_joint(path, device), Path(path),
+                                  int(tail) if tail.isdigit() else None, "shapes",
+                                  DEFAULT_HOLDOUT)
+    info = model_info(path, device=device)
+    return "scenes" if info.data == "scenes" else arm_name(info.model), info
 
 
 def model_info(path, *, device=None) -> ModelInfo:

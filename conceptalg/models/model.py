@@ -175,8 +175,11 @@ class ConceptModel(nn.Module):
             self.blind_trunk = build_backbone(config.backbone, config.sample_shape,
                                               **{**config.backbone_options,
                                                  "stem": "colour-blind"})
-        blind = [name.split("=", 1)[0] in config.colour_blind for name in self.head_names]
-        self.register_buffer("_blind_rows", torch.tensor(blind + [False]), persistent=False)
+        # per head row (the base last): whether it reads the colour-blind trunk, on the host
+        # for choosing trunks and on the device for per-row selection in training
+        self._blind = [name.split("=", 1)[0] in config.colour_blind
+                       for name in self.head_names] + [False]
+        self.register_buffer("_blind_rows", torch.tensor(self._blind), persistent=False)
         if config.heads == "linear":
             self.energy = nn.Linear(features, n + 1)  # row n is the base head
         elif config.heads == "film":
@@ -208,9 +211,10 @@ class ConceptModel(nn.Module):
         gives ``[B, n]`` arguments for parametric heads."""
         kind = self.config.heads
         if kind == "linear":
-            rows = torch.tensor([self._row(h) for h in heads], device=x.device)
+            row_list = [self._row(h) for h in heads]
+            rows = torch.tensor(row_list, device=x.device)
             w, b = self.energy.weight[rows], self.energy.bias[rows]
-            blind = [h.split("=", 1)[0] in self.config.colour_blind for h in heads]  # host-side
+            blind = [self._blind[r] for r in row_list]
             if not any(blind):
                 return self.trunk(x) @ w.T + b  # [B, K]: the trunk once for all heads
             if all(blind):
@@ -218,9 +222,10 @@ class ConceptModel(nn.Module):
             where = torch.tensor(blind, device=x.device)                        # [K]
             return torch.where(where, self.blind_trunk(x) @ w.T, self.trunk(x) @ w.T) + b
         if kind == "classifier":
-            h = self.trunk(x)  # [B, F]
+            needed = list(dict.fromkeys(self._value(n)[0] for n in heads if n != BASE))
+            h = self.trunk(x) if BASE in heads else None  # [B, F]
             log_probs = {f: torch.log_softmax(logits, dim=1)
-                         for f, logits in self._logits(x, h).items()}  # only ~3 factors: cheap
+                         for f, logits in self._logits(x, needed, h).items()}
             columns = []
             for name in heads:
                 if name == BASE:
@@ -265,12 +270,17 @@ class ConceptModel(nn.Module):
         """Per-factor logits ``{factor: [B, V]}`` (classifier heads only)."""
         if self.config.heads != "classifier":
             raise ValueError("classifier_logits needs heads='classifier'")
-        return self._logits(x, self.trunk(x))
+        return self._logits(x, list(self.classifiers))
 
-    def _logits(self, x: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        hb = self.blind_trunk(x) if self.blind_trunk is not None else None
-        return {f: layer(hb if f in self.config.colour_blind else h)
-                for f, layer in self.classifiers.items()}
+    def _logits(self, x: torch.Tensor, factors: Sequence[str],
+                h: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Logits of ``factors``, running only the trunks they read (``h``: the shared
+        trunk's features, when the caller has them already)."""
+        blind = [f for f in factors if f in self.config.colour_blind]
+        hb = self.blind_trunk(x) if blind else None
+        if h is None and len(blind) < len(factors):
+            h = self.trunk(x)
+        return {f: self.classifiers[f](hb if f in blind else h) for f in factors}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The base energy ``E_0(x)`` (an unconditional EBM), ``[B]``."""
