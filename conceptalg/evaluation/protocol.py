@@ -104,7 +104,7 @@ def load_arm(path, *, device=None) -> tuple[str, ModelInfo]:
 
     Example:
         >>> arm, info = load_arm("runs/arm-joint/step-001898")  # doctest: +SKIP
-        >>> arm, info.step
+        >>> arm, info.step  # doctest: +SKIP
         ('joint', 1898)
     """
     from ..data.shapes import DEFAULT_HOLDOUT
