@@ -205,8 +205,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .plots import save_training_curve
     from .training import Trainer, TrainingDiverged, default_train_config
     from .training import distributed
+    from .training.dsm import DSMTrainer, default_dsm_config
     from .training.checkpoint import latest_checkpoint
 
+    if args.threads is not None:
+        if args.threads < 1:
+            _err(f"conceptalg train: --threads must be ≥ 1, got {args.threads}")
+            return 2
+        import torch
+        torch.set_num_threads(args.threads)
+    if args.objective == "cd" and args.parameterization != "energy":
+        _err("conceptalg train: --parameterization score needs --objective dsm (contrastive "
+             "divergence trains energies)")
+        return 2
     # Under torchrun every process runs this command: join them (None when alone). Rank 0
     # logs and writes files; saving is collective (the others wait for rank 0's write).
     ours = not (distributed.dist.is_available() and distributed.dist.is_initialized())
@@ -217,8 +228,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         data = _training_data(args)
+        dsm = args.objective == "dsm"
+        if dsm and group is not None:
+            say("conceptalg train: --objective dsm trains in one process; run it without "
+                "torchrun")
+            return 2
         if args.resume and latest_checkpoint(out) is not None:
-            trainer = Trainer.resume(out, data, device=device, steps=args.steps)
+            if dsm:
+                trainer = DSMTrainer.resume(out, data, device=device, steps=args.steps)
+            else:
+                trainer = Trainer.resume(out, data, device=device, steps=args.steps)
             say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
         else:
             if args.resume:
@@ -227,13 +246,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                 langevin_steps=args.langevin_steps, log_every=args.log_every).items()
                 if v is not None}
-            config = default_train_config(data.sample_shape, **overrides)
             options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
                 else None
             try:
-                trainer = Trainer(data, config=config, heads=args.heads, device=device,
-                                  backbone_options=options,
-                                  colour_blind=[f for f in args.colour_blind.split(",") if f])
+                if dsm:
+                    overrides.pop("langevin_steps", None)
+                    trainer = DSMTrainer(data, config=default_dsm_config(data.sample_shape,
+                                                                         **overrides),
+                                         parameterization=args.parameterization, device=device)
+                else:
+                    config = default_train_config(data.sample_shape, **overrides)
+                    trainer = Trainer(data, config=config, heads=args.heads, device=device,
+                                      backbone_options=options,
+                                      colour_blind=[f for f in args.colour_blind.split(",")
+                                                    if f])
             except ValueError as e:  # a model the options cannot build: a usage error
                 say(f"conceptalg train: {e}")
                 return 2
@@ -315,6 +341,12 @@ def _register_train(sub) -> None:
     p.add_argument("--data", required=True,
                    choices=("toy2d", "shapes", "scenes", "digits", "celeba", "folder"))
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--objective", choices=("cd", "dsm"), default="cd",
+                   help="cd: contrastive divergence (default); dsm: denoising score matching "
+                        "of noise-conditioned energies (EDM recipe, no chains in training)")
+    p.add_argument("--parameterization", choices=("energy", "score"), default="energy",
+                   help="dsm: 'energy' (scalar energies: every semantics and sampler) or "
+                        "'score' (cheaper to train; scores only: AND/NOT, langevin and heun)")
     p.add_argument("--heads", choices=("linear", "film", "classifier"), default="linear")
     p.add_argument("--holdout", type=_parse_pairs, default="default", metavar="PAIRS",
                    help="shapes: 'default', 'none' or 'circle:red,square:green'")
@@ -330,6 +362,8 @@ def _register_train(sub) -> None:
                    help="comma-separated factors whose heads read a colour-blind trunk "
                         "(conv, linear or classifier heads), e.g. shape,size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (one per process when runs share cores)")
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")

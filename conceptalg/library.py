@@ -28,12 +28,25 @@ Two ways to compute energies:
 A plain ``dict[str, callable]`` works wherever a library is accepted (:func:`as_library`):
 keys are written as in the language (``"red"``, ``"color=red"``, ``"at"``), and whether a
 dict entry is parametric is decided by how the expression spells it.
+
+**Noise levels.** An energy may take the noise level as a keyword argument ``sigma`` (a ``[B]``
+tensor): level σ is the data law convolved with ``N(0, σ² I)``, in data units. A function is
+*σ-aware* when its signature has a parameter named ``sigma`` (:func:`accepts_sigma`); a model
+when its ``concept_energies`` (or ``concept_scores``) has one, and it is then called
+``concept_energies(x, heads, [args,] sigma=s)``.
+
+**Score heads** (``kind="score"``): a model that gives only scores implements
+:class:`ConceptScoreModel`, ``concept_scores(x, heads, [args,] sigma=s) -> [B, K, *shape]``,
+column ``k`` being ``−∇_x E_k`` (divided by the head's temperature, like an energy). Such heads
+compose wherever the composed energy is linear in its concepts (AND, NOT, weights), through
+``ComposedEnergy.score``; they have no energy values.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
@@ -41,12 +54,16 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime
 from .errors import CompileError, UnknownConceptError
 from .expr import Concept, is_name
 
-__all__ = ["ConceptLibrary", "ConceptEnergyModel", "ConceptSource", "Head", "as_library",
-           "KINDS", "SAMPLING_HINTS"]
+__all__ = ["ConceptLibrary", "ConceptEnergyModel", "ConceptScoreModel", "ConceptSource", "Head",
+           "as_library", "accepts_sigma", "KINDS", "SAMPLING_HINTS", "COMPOSE_HINTS"]
 
-KINDS = ("energy", "log_prob")
+KINDS = ("energy", "log_prob", "score")
 # Attributes a library (or trained model) may carry for the sampler; compose copies them.
-SAMPLING_HINTS = ("sample_shape", "bounds", "sampler_defaults", "init_samples")
+SAMPLING_HINTS = ("sample_shape", "bounds", "sampler_defaults", "init_samples", "data_mean",
+                  "sigma_data")
+# Attributes a library (or trained model) may carry for compose: its defaults for
+# ``semantics=None`` and ``guidance_scale=None``.
+COMPOSE_HINTS = ("default_semantics", "guidance_scale")
 _OPERATOR_NAMES = {"AND": "&", "OR": "|", "NOT": "~"}
 _SHOW_KNOWN = 20  # names listed in an unknown-concept message
 
@@ -59,7 +76,8 @@ class ConceptEnergyModel(Protocol):
     of head ``heads[k]`` on ``x[B, ...]`` (an energy, or ``log p(c|x)`` for classifier heads).
     When a requested head is parametric, a third positional argument ``args`` is passed: a
     list aligned with ``heads`` of ``None`` or ``[B, n_args]`` tensors. A head may appear more
-    than once (with different arguments).
+    than once (with different arguments). When the method has a parameter ``sigma``, the model
+    is σ-aware and is called ``concept_energies(x, heads, [args,] sigma=s)`` with ``s[B]``.
 
     Example:
         >>> import torch
@@ -80,12 +98,70 @@ class ConceptEnergyModel(Protocol):
     def concept_energies(self, x: Any, heads: Sequence[str], *args: Any) -> Any: ...
 
 
+@runtime_checkable
+class ConceptScoreModel(Protocol):
+    """A model that gives only scores, for several heads in one call (``kind="score"``).
+
+    ``concept_scores(x, heads, [args,] sigma=s)`` returns a ``[B, K, *sample_shape]`` tensor:
+    column ``k`` is the score ``−∇_x E_k(x, σ)`` of head ``heads[k]`` (``args`` as for
+    :class:`ConceptEnergyModel`; ``sigma`` only when the method has that parameter). A score
+    head has no energy value, so it composes only where the composed energy is linear in its
+    concepts (AND, NOT, weights; no OR, not ``semantics="logic"``).
+
+    Example:
+        >>> import torch
+        >>> class Gaussians(torch.nn.Module):  # E_k(x, σ) = |x - μ_k|² / (2 (1 + σ²))
+        ...     means = {"left": -1.0, "right": 1.0}
+        ...     def concept_scores(self, x, heads, sigma=None):
+        ...         mu = torch.tensor([self.means[h] for h in heads])[None, :, None]  # [1, K, 1]
+        ...         return -(x[:, None, :] - mu) / (1 + sigma[:, None, None] ** 2)  # [B, K, 2]
+        >>> lib = ConceptLibrary().add_model(Gaussians(), ["left", "right"], kind="score")
+        >>> from conceptalg import compose
+        >>> energy = compose("left & ~right", lib)
+        >>> energy.score_only, energy.sigma_aware
+        (True, True)
+        >>> energy.score(torch.zeros(1, 2), sigma=1.0)  # -(x + 1)/2 + (x - 1)/2
+        tensor([[-1., -1.]])
+    """
+
+    def concept_scores(self, x: Any, heads: Sequence[str], *args: Any) -> Any: ...
+
+
+def accepts_sigma(fn: Any) -> bool:
+    """True when ``fn`` takes the noise level as a keyword argument ``sigma`` (it is σ-aware).
+
+    Decided from the signature: a parameter named ``sigma`` that can be passed by keyword (for
+    an ``nn.Module``, its ``forward``). Callables without a signature (some builtins) are
+    σ-unaware.
+
+    Example:
+        >>> accepts_sigma(lambda x, sigma=None: x), accepts_sigma(lambda x: x), accepts_sigma(abs)
+        (True, False, False)
+    """
+    if fn is None:
+        return False
+    targets = [fn]
+    forward = getattr(fn, "forward", None)
+    if callable(forward) and not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        targets.append(forward)
+    for target in targets:
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):  # builtins and C callables without a signature
+            continue
+        p = params.get("sigma")
+        if p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            return True
+    return False
+
+
 @dataclass(frozen=True, eq=False)
 class Head:
     """One resolved concept: what to call and how to read its output.
 
     ``source`` is a function (``head`` is ``None``) or a :class:`ConceptEnergyModel` (``head``
-    is the name passed to ``concept_energies``). ``kind`` is ``"energy"`` or ``"log_prob"``;
+    is the name passed to ``concept_energies``; ``concept_scores`` of a
+    :class:`ConceptScoreModel` for ``kind="score"``). ``kind`` is one of :data:`KINDS`;
     ``parametric`` is ``None`` when the library does not know (plain dicts: decided by the
     expression). Heads compare by identity: two spellings that resolve to the same head are one
     leaf.
@@ -119,6 +195,22 @@ class Head:
     def batched(self) -> bool:
         """True when a model computes this head together with its other heads."""
         return self.head is not None
+
+    @property
+    def method(self) -> str | None:
+        """The model method that computes a batched head (``concept_energies``, or
+        ``concept_scores`` for a score head); ``None`` for a function."""
+        if self.head is None:
+            return None
+        return "concept_scores" if self.kind == "score" else "concept_energies"
+
+    @property
+    def sigma_aware(self) -> bool:
+        """True when this head takes the noise level ``sigma`` (:func:`accepts_sigma`)."""
+        if self.source is None:
+            return False
+        method = self.method
+        return accepts_sigma(self.source if method is None else getattr(self.source, method, None))
 
     def computed_by(self) -> str:
         """A short description of what computes this head, for listings and ``explain``."""
@@ -198,7 +290,8 @@ class ConceptLibrary:
     (``{"color": ["red", "green"]}``) assigns bare keys to factors; ``temperatures`` maps keys
     to head temperatures. Sampling hints (``sample_shape``, ``bounds``, ``sampler_defaults``,
     ``init_samples``) may be set as attributes; :func:`conceptalg.compose` copies them onto the
-    composed energy.
+    composed energy. So may ``default_semantics`` and ``guidance_scale``: the values
+    :func:`conceptalg.compose` uses when its ``semantics`` / ``guidance_scale`` are ``None``.
 
     Example:
         >>> import torch
@@ -220,6 +313,10 @@ class ConceptLibrary:
     bounds: Any = None
     sampler_defaults: Any = None
     init_samples: Any = None
+    data_mean: Any = None
+    sigma_data: Any = None
+    default_semantics: str | None = None   # what compose(..., semantics=None) uses
+    guidance_scale: float | None = None    # what compose(..., guidance_scale=None) uses
 
     def __init__(self, concepts: Mapping[str, Callable] | None = None, *,
                  base: Callable | None = None,
@@ -269,7 +366,9 @@ class ConceptLibrary:
         """Register one concept computed by ``fn`` (``fn(x) -> E[B]``, or ``fn(x, args)`` when
         parametric, ``args`` ``[B, n_args]``). ``name`` may be qualified (``"color=red"``).
         ``kind="log_prob"``: ``fn`` returns ``log p(c|x)`` and ``E_c = E_0 − log p(c|x)``
-        (needs a base). Returns the library, so calls chain.
+        (needs a base). A function that takes ``sigma`` is σ-aware (module docstring). Score
+        heads come from models (:meth:`add_model` with ``kind="score"``). Returns the library,
+        so calls chain.
 
         Example:
             >>> at = lambda x, args: (x - args).pow(2).sum(-1)
@@ -282,6 +381,10 @@ class ConceptLibrary:
         factor, name = _split_key(name, factor)
         t = _check_temperature(temperature, repr(name))
         _check_kind(kind, t, repr(name))
+        if kind == "score":
+            raise ValueError(f"{name!r}: a function registered with add() gives an energy; score "
+                             f"heads come from a model with concept_scores: "
+                             f"add_model(model, heads, kind='score')")
         self._insert(Head(name, factor, fn, None, kind, parametric, t))
         return self
 
@@ -293,11 +396,15 @@ class ConceptLibrary:
         (:class:`ConceptEnergyModel`). ``heads`` is a list of head names (``"red"`` or
         ``"color=red"``) or a mapping head name → factor (``None`` for none); the model receives
         the names exactly as given here. ``parametric`` lists parametric heads; ``temperature``
-        is one number or a mapping head name → temperature. Returns the library.
+        is one number or a mapping head name → temperature. ``kind="score"``: the model gives
+        only scores, through ``concept_scores`` (:class:`ConceptScoreModel`). Returns the
+        library.
         """
-        if not callable(getattr(model, "concept_energies", None)):
-            raise TypeError(f"{type(model).__name__} has no concept_energies(x, heads) method "
-                            f"(see ConceptEnergyModel); register single functions with add()")
+        method = "concept_scores" if kind == "score" else "concept_energies"
+        if not callable(getattr(model, method, None)):
+            protocol = "ConceptScoreModel" if kind == "score" else "ConceptEnergyModel"
+            raise TypeError(f"{type(model).__name__} has no {method}(x, heads) method "
+                            f"(see {protocol}); register single functions with add()")
         if isinstance(heads, str):
             raise TypeError("heads must be a list of head names or a mapping name -> factor, "
                             f"got the string {heads!r}")
@@ -320,21 +427,29 @@ class ConceptLibrary:
         return self
 
     def set_base(self, fn: Callable | ConceptEnergyModel | None, head: str | None = None, *,
-                 temperature: float = 1.0) -> "ConceptLibrary":
+                 temperature: float = 1.0, kind: str = "energy") -> "ConceptLibrary":
         """Set the base energy ``E_0`` (``None`` removes it). With ``head``, ``fn`` is a
         :class:`ConceptEnergyModel` and ``E_0`` is that head's column, computed in the same
-        batched call as the model's concept heads. Returns the library.
+        batched call as the model's concept heads. ``kind="score"``: ``fn`` is a
+        :class:`ConceptScoreModel` and ``head`` its unconditional head (the base then has a
+        score but no energy value); a function base is always an energy. Returns the library.
         """
         if fn is None:
             self._base = None
             return self
+        if kind not in ("energy", "score"):
+            raise ValueError(f"kind of the base must be 'energy' or 'score', got {kind!r}")
+        if head is None and kind == "score":
+            raise ValueError("a base given as a function is an energy E_0(x); kind='score' needs "
+                             "a model with concept_scores and the name of its head")
         if head is None and not callable(fn):
             raise TypeError(f"the base energy must be callable, got {type(fn).__name__}")
-        if head is not None and not callable(getattr(fn, "concept_energies", None)):
-            raise TypeError(f"a base given by head name needs a model with concept_energies, "
+        method = "concept_scores" if kind == "score" else "concept_energies"
+        if head is not None and not callable(getattr(fn, method, None)):
+            raise TypeError(f"a base given by head name needs a model with {method}, "
                             f"got {type(fn).__name__}")
         t = _check_temperature(temperature, "the base")
-        self._base = Head("base", None, fn, head, "energy", False, t)
+        self._base = Head("base", None, fn, head, kind, False, t)
         return self
 
     def _insert(self, head: Head) -> None:
@@ -349,7 +464,8 @@ class ConceptLibrary:
         """A new library with the concepts of both (neither input changes). A name defined in
         both is an error unless ``prefix`` is given: it is prepended to every concept name of
         ``other`` (``prefix="m2_"``: ``color=red`` → ``color=m2_red``). Two different bases
-        are an error; set one to ``None`` first.
+        are an error; set one to ``None`` first. Hints (:data:`SAMPLING_HINTS`,
+        :data:`COMPOSE_HINTS`) come from this library, else from ``other``.
         """
         other = as_library(other)
         out = ConceptLibrary()
@@ -371,7 +487,7 @@ class ConceptLibrary:
             raise ValueError("both libraries have a base energy; call set_base(None) on one "
                              "before merging")
         out._base = b1 if b1 is not None else b2
-        for hint in SAMPLING_HINTS:
+        for hint in SAMPLING_HINTS + COMPOSE_HINTS:
             value = getattr(self, hint, None)
             setattr(out, hint, value if value is not None else getattr(other, hint, None))
         return out

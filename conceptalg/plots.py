@@ -106,9 +106,20 @@ def save_points(samples: Mapping[str, object], path: str | Path, *,
 
 
 def save_training_curve(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
-    """Mean E+ and E− (and the loss) against the training step."""
+    """Mean E+ and E− (and the loss) against the training step; the loss alone (log scale)
+    for denoising score matching, whose history has no energies."""
     plt = _pyplot()
     steps = [m["step"] for m in history]
+    if history and "E+" not in history[0]:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(steps, [m["loss"] for m in history], color="k")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title("denoising loss (EDM-weighted)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(Path(path), dpi=120)
+        plt.close(fig)
+        return Path(path)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
     for key in ("E+", "E-"):
         ax1.plot(steps, [m[key] for m in history], label=key)

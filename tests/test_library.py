@@ -132,6 +132,16 @@ BUILD_ERRORS = [
     ("not callable", lambda: ConceptLibrary({"red": 3}), "callable"),
     ("model without protocol", lambda: ConceptLibrary().add_model(object(), ["a"]),
      "concept_energies"),
+    ("score model without concept_scores", lambda: ConceptLibrary().add_model(
+        Heads(["a"]), ["a"], kind="score"), "no concept_scores.*ConceptScoreModel"),
+    ("score function", lambda: ConceptLibrary().add("red", e_red, kind="score"),
+     "add_model\\(model, heads, kind='score'\\)"),
+    ("score base function", lambda: ConceptLibrary().set_base(e_base, kind="score"),
+     "a function is an energy"),
+    ("score base without concept_scores", lambda: ConceptLibrary().set_base(
+        Heads(["base"]), "base", kind="score"), "needs a model with concept_scores"),
+    ("log_prob base", lambda: ConceptLibrary().set_base(e_base, kind="log_prob"),
+     "'energy' or 'score'"),
 ]
 
 
@@ -181,6 +191,52 @@ def test_add_model_mapping_sequence_and_batched_base():
     with torch.no_grad():
         out = model.concept_energies(x, ["red", "green", "color=blue", "base"])
     torch.testing.assert_close(got, out[:, 3] - out[:, 0] - out[:, 1] / 2 - out[:, 2])
+
+
+class Scores(torch.nn.Module):
+    """Gives only scores: −∇ of |x − μ_h|² / 2 for μ_red = 1, μ_green = -1, μ_base = 0."""
+
+    means = {"red": 1.0, "green": -1.0, "base": 0.0}
+
+    def concept_scores(self, x, heads, sigma=None):
+        return torch.stack([-(x - self.means[h]) for h in heads], dim=1)  # [B, K, 2]
+
+
+def test_score_heads_and_a_score_base():
+    model = Scores()
+    lib = ConceptLibrary().add_model(model, {"red": "color", "green": "color"}, kind="score")
+    lib.set_base(model, "base", kind="score")
+    assert [h.kind for h in lib.heads()] == ["score", "score"] and lib.base.kind == "score"
+    assert [h.method for h in lib.heads()] == ["concept_scores"] * 2
+    assert lib.base.sigma_aware and not lib.is_probabilistic
+    assert "  color=red    score" in lib.describe()
+    x = _x()
+    energy = compose("~red & ~green", lib)  # anchored by the score-only base
+    assert energy.score_only
+    torch.testing.assert_close(energy.score(x), -x + (x - 1) + (x + 1))
+
+
+@pytest.mark.parametrize("build, method, aware", [
+    (lambda: ConceptLibrary({"red": lambda x, sigma: x.sum(-1)}).resolve("red"), None, True),
+    (lambda: ConceptLibrary({"red": e_red}).resolve("red"), None, False),
+    (lambda: ConceptLibrary().add_model(Heads(["red"]), ["red"]).resolve("red"),
+     "concept_energies", False),
+    (lambda: ConceptLibrary().add_model(Scores(), ["red"], kind="score").resolve("red"),
+     "concept_scores", True),
+], ids=["sigma function", "plain function", "energy model", "score model"])
+def test_head_method_and_sigma_awareness(build, method, aware):
+    head = build()
+    assert (head.method, head.sigma_aware) == (method, aware)
+
+
+def test_merge_carries_compose_hints():
+    a, b = _lib(base=e_base), ConceptLibrary({"square": e_circle})
+    b.default_semantics, b.guidance_scale = "guidance", 3.0
+    merged = a.merge(b)
+    assert (merged.default_semantics, merged.guidance_scale) == ("guidance", 3.0)
+    a.guidance_scale = 2.0
+    assert a.merge(b).guidance_scale == 2.0  # this library's hint wins
+    assert compose("red & square", merged).guidance_scale == 3.0
 
 
 def test_add_model_rejects_unknown_parametric_names():

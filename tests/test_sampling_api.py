@@ -542,3 +542,15 @@ def test_cuda_runs_and_reproduces_with_deterministic(sampler):
                                     seed=0, device="cuda", deterministic=True)
     a, b = run(), run()
     assert a.device.type == "cuda" and torch.equal(a, b)
+
+
+def test_reset_restarts_chains_at_the_end_of_an_intermediate_noise_level():
+    def energy(x, sigma):                 # NaN far out, but only at the first (wide) level
+        bad = (sigma > 2.0) & (x[:, 0] > 1.0)
+        return torch.where(bad, torch.nan, 0.5 * (x ** 2).sum(1) / (1 + sigma ** 2))
+
+    run = dict(init=torch.zeros(64, 2), sigmas=[3.0, 0.5], steps=10, check_every=10, seed=0)
+    with pytest.raises(SamplerError, match="went non-finite"):
+        conceptalg.sample(energy, 64, **run)
+    x, info = conceptalg.sample(energy, 64, on_nonfinite="reset", return_info=True, **run)
+    assert info["resets"] > 0 and bool(torch.isfinite(x).all())

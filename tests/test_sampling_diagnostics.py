@@ -96,7 +96,7 @@ def test_warmup_freezes_on_the_last_step():
 
 
 MODULES = ["base", "langevin", "mala", "hmc", "mh", "adaptation", "buffer", "diagnostics",
-           "loop", "api", "__init__"]
+           "loop", "api", "anneal", "heun", "resolve", "__init__"]
 
 
 @pytest.mark.parametrize("name", MODULES)

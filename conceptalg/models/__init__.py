@@ -1,7 +1,11 @@
-"""Models: backbones (MLP, conv ResNet), concept heads (linear, FiLM, classifier), ConceptModel."""
+"""Models: backbones (MLP, conv ResNet), concept heads (linear, FiLM, classifier), ConceptModel,
+and noise-conditioned diffusion-trained energies (DiffusionModel)."""
 
 from .backbones import ConvTrunk, MLPTrunk, build_backbone
-from .model import BASE, HEAD_KINDS, ConceptModel, ModelConfig
+from .diffusion import DiffusionModel
+from .model import (BASE, HEAD_KINDS, OBJECTIVES, PARAMETERIZATIONS, ConceptModel, ModelConfig,
+                    build_model)
 
-__all__ = ["ConceptModel", "ModelConfig", "MLPTrunk", "ConvTrunk", "build_backbone", "BASE",
-           "HEAD_KINDS"]
+__all__ = ["ConceptModel", "DiffusionModel", "ModelConfig", "build_model", "MLPTrunk",
+           "ConvTrunk", "build_backbone", "BASE", "HEAD_KINDS", "OBJECTIVES",
+           "PARAMETERIZATIONS"]

@@ -38,10 +38,29 @@ from torch import nn
 from ..sampling.settings import check_int
 from .backbones import build_backbone
 
-__all__ = ["ModelConfig", "ConceptModel", "BASE", "HEAD_KINDS"]
+__all__ = ["ModelConfig", "ConceptModel", "BASE", "HEAD_KINDS", "OBJECTIVES",
+           "PARAMETERIZATIONS", "build_model"]
 
 BASE = "__base__"
 HEAD_KINDS = ("linear", "film", "classifier")
+OBJECTIVES = ("cd", "dsm")
+PARAMETERIZATIONS = ("energy", "score")
+
+
+def build_model(config: "ModelConfig") -> nn.Module:
+    """The network a config describes: a :class:`ConceptModel` (``objective="cd"``) or a
+    :class:`~conceptalg.models.diffusion.DiffusionModel` (``objective="dsm"``).
+
+    Example:
+        >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left", "right"]},
+        ...                   backbone="mlp", bounds=None)
+        >>> type(build_model(cfg)).__name__
+        'ConceptModel'
+    """
+    if config.objective == "dsm":
+        from .diffusion import DiffusionModel
+        return DiffusionModel(config)
+    return ConceptModel(config)
 
 
 @dataclass
@@ -59,6 +78,15 @@ class ModelConfig:
     ``colour_blind`` names factors whose heads read a second, colour-blind trunk (conv
     backbone, linear or classifier heads; see :class:`~conceptalg.models.backbones.ConvTrunk`):
     a declared invariance, for factors such as shape whose values were seen with few colours.
+
+    ``objective`` is the training objective the network is built for: ``"cd"`` (contrastive
+    divergence, a :class:`ConceptModel`) or ``"dsm"`` (denoising score matching, a
+    noise-conditioned :class:`~conceptalg.models.diffusion.DiffusionModel` with FiLM concept
+    conditioning, backbone ``"unet"`` or ``"mlp"``). For ``"dsm"``, ``parameterization`` is
+    ``"energy"`` (scalar energies: every semantics and sampler) or ``"score"`` (scores only,
+    cheaper), and ``noise`` holds ``sigma_data``, ``mean``, ``sigma_min``, ``sigma_max``.
+    ``composition`` records the default semantics and guidance scale of ``compose``
+    (``{"semantics": "guidance", "guidance_scale": 4.0}``); empty means the library's default.
     """
 
     sample_shape: tuple[int, ...]
@@ -73,6 +101,10 @@ class ModelConfig:
     sampler_defaults: dict[str, Any] = field(default_factory=dict)
     init_bank: int = 0
     colour_blind: tuple[str, ...] = ()
+    objective: str = "cd"
+    parameterization: str = "energy"
+    noise: dict[str, Any] = field(default_factory=dict)
+    composition: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sample_shape = tuple(int(s) for s in self.sample_shape)
@@ -110,6 +142,46 @@ class ModelConfig:
                                  f"{self.heads!r} heads")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
+        self._check_objective()
+
+    def _check_objective(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got "
+                             f"{self.parameterization!r}")
+        composition = dict(self.composition)
+        unknown = set(composition) - {"semantics", "guidance_scale"}
+        if unknown:
+            raise ValueError(f"composition takes 'semantics' and 'guidance_scale', got "
+                             f"{sorted(unknown)}")
+        self.composition = composition
+        if self.objective == "cd":
+            if self.parameterization != "energy":
+                raise ValueError("parameterization='score' needs objective='dsm' (contrastive "
+                                 "divergence trains energies)")
+            return
+        if self.heads != "film" or self.colour_blind:
+            raise ValueError(f"objective='dsm' conditions one network on the concept (heads="
+                             f"'film'), without colour_blind; got heads={self.heads!r}, "
+                             f"colour_blind={self.colour_blind}")
+        if self.backbone not in ("unet", "mlp"):
+            raise ValueError(f"objective='dsm' needs backbone 'unet' (images) or 'mlp' "
+                             f"(vectors), got {self.backbone!r}")
+        noise = {"sigma_data": 0.5, "mean": 0.0, "sigma_min": 0.002, "sigma_max": 80.0,
+                 **self.noise}
+        for key in ("sigma_data", "sigma_min", "sigma_max"):
+            value = float(noise[key])
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"noise[{key!r}] must be finite and > 0, got {noise[key]!r}")
+            noise[key] = value
+        if noise["sigma_min"] >= noise["sigma_max"]:
+            raise ValueError(f"noise: sigma_min {noise['sigma_min']} must be < sigma_max "
+                             f"{noise['sigma_max']}")
+        mean = noise["mean"]
+        noise["mean"] = float(mean) if isinstance(mean, (int, float)) else \
+            [float(m) for m in mean]
+        self.noise = noise
 
     @property
     def concept_names(self) -> list[str]:

@@ -7,6 +7,9 @@ validates them, builds the kernel, runs it with
 energy runs in ``eval()`` mode, its module state is restored afterwards, and all randomness
 comes from one ``torch.Generator`` seeded with ``seed``.
 
+With ``sigmas`` the chains run through noise levels (:mod:`.anneal`), or, for
+``sampler="heun"``, the probability-flow ODE is integrated over them (:mod:`.heun`).
+
 ``distributed=True`` (opt-in, never automatic) shards the chains over the processes of an
 initialised ``torch.distributed`` group (:class:`conceptalg.sampling.loop.Shard`): each process
 advances a contiguous block of chains, draws the random numbers of all of them, and the samples
@@ -16,16 +19,20 @@ are all-gathered in chain order — the same samples as one process for the same
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import Bounds
+from . import heun
+from .anneal import level_info, run_levels
+from .base import is_score_only, require_energy_values
 from .buffer import ReplayBuffer
 from .diagnostics import effective_sample_size, split_rhat
 from .loop import Shard, run
+from .resolve import (data_centre, default_noise, deterministic_mode, device_dtype, resolve_bounds,
+                      resolve_init, resolve_mask, resolve_shape, resolve_step_size,
+                      resolve_temperature, sampling_mode)
 from .settings import (DEFAULT_SAMPLER, DEFAULT_TEMPERATURE, SAMPLERS, Plan, SamplerConfig,
                        check_int, make_plan)
 
@@ -41,16 +48,17 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
            bounds: Optional[tuple[Any, Any]] = None, init: Union[Tensor, ReplayBuffer, None] = None,
            seed: Optional[int] = None, device: Union[str, torch.device, None] = None,
            progress: Optional[bool] = None, return_info: bool = False,
-           distributed: bool = False,
+           distributed: bool = False, sigmas: Optional[Sequence[float]] = None,
            **options: Any) -> Union[Tensor, tuple[Tensor, dict[str, Any]]]:
     """Draw ``n`` samples ``[n, *shape]`` from ``p(x) ∝ exp(−E(x)/T)`` by MCMC.
 
     ``energy`` maps ``x[B, *shape]`` to ``E[B]``; it may carry ``sample_shape``, ``bounds``,
     ``sampler_defaults`` (a dict of defaults for these keywords) and ``init_samples(n,
     generator, device)``; explicit arguments win. ``sampler`` is ``"langevin"`` (ULA, default),
-    ``"mala"``, ``"hmc"``, ``"mh"`` or a configured :class:`Langevin`/:class:`MALA`/:class:`HMC`/
-    :class:`MH`. ``steps`` counts all steps; the first ``warmup`` (default ``steps // 2``) adapt
-    MH-corrected step sizes per chain and are discarded. ``temperature`` is a number, a
+    ``"mala"``, ``"hmc"``, ``"mh"``, ``"heun"`` (needs ``sigmas``) or a configured
+    :class:`Langevin`/:class:`MALA`/:class:`HMC`/:class:`MH`/:class:`Heun`. ``steps`` counts
+    all steps; the first ``warmup`` (default ``steps // 2``) adapt MH-corrected step sizes per
+    chain and are discarded. ``temperature`` is a number, a
     per-step schedule (sequence or callable ``step -> T``) for annealing. ``bounds=(low, high)``:
     ULA clamps, the others reject proposals outside. ``init``: a tensor ``[n, *shape]`` (or one
     sample), or a :class:`ReplayBuffer`; default ``energy.init_samples`` (the model's own
@@ -60,9 +68,28 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     ``jitter``, ``target_accept``, ``adapt``, ``on_nonfinite`` (``"raise"``, or ``"reset"``:
     restart non-finite chains from fresh noise), ``batch_size`` (chains per energy call; same
     result as unchunked for energies that treat chains independently), ``thin``,
-    ``check_every`` (default 10) and ``deterministic`` (deterministic GPU kernels). With ``return_info=True`` it returns
-    ``(samples, info)``, ``info`` a dict of diagnostics ("acceptance rate", "step size",
-    "energy trace", "gradient norm", "ess", "split r-hat", ...).
+    ``check_every`` (default 10), ``deterministic`` (deterministic GPU kernels), ``sigma_data``
+    and ``churn`` (below). With ``return_info=True`` it returns ``(samples, info)``, ``info`` a
+    dict of diagnostics ("acceptance rate", "step size", "energy trace", "gradient norm",
+    "ess", "split r-hat", ...).
+
+    ``sigmas`` (noise levels, design §0): for a σ-aware energy (``energy(x, sigma=σ[B])``
+    works), a non-increasing sequence of levels > 0, default ``sampler_defaults["sigmas"]``.
+    The kernel runs ``steps`` steps (default: its default total split over the levels) on
+    ``E(·, σ_l)`` at each level in turn, chains and generator continuing; level ``l`` starts
+    from the step size ``step_size·(σ_l² + σ_d²)/(σ_L² + σ_d²)`` (exactly ``step_size`` at the
+    last level; ``σ_d`` is the option ``sigma_data``, else the energy's ``sigma_data``, else 1)
+    and MALA/HMC/MH adapt it per chain in each level's first ``warmup`` steps, keeping their
+    exact corrections. ``temperature`` must be one number. Without ``init`` chains start at
+    ``centre + σ₀·ξ``, ``centre`` = ``energy.data_mean``, else the midpoint of finite bounds,
+    else 0 (``init_samples`` is not used). Chains are not confined to ``bounds`` while levels
+    run (the noised law is unbounded: no clamp, no rejection); the returned samples are clamped
+    into them (an ``init`` is not checked against them). ``sampler="heun"`` (:class:`Heun`)
+    integrates the probability-flow ODE over ``sigmas`` and denoises to σ = 0; ``steps``,
+    ``warmup`` and ``step_size`` do not apply (an error when given, ignored in
+    ``sampler_defaults``); ``churn`` > 0 makes it stochastic. Heun and ULA also run score-only
+    models (``score_only = True`` with ``score(x, sigma)``), which
+    MALA/HMC/MH refuse. ``return_info`` adds ``"sigmas"`` and ``"acceptance rate per level"``.
 
     ``distributed=True`` splits the ``n`` chains into contiguous blocks over the processes of
     the initialised ``torch.distributed`` group (under ``torchrun``; without a group it is one
@@ -81,13 +108,26 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
         (torch.Size([500, 2]), True)
         >>> 0.4 < info["mean acceptance rate"] < 0.75
         True
+        >>> wide = lambda x, sigma: 0.5 * ((x - 2.0) ** 2).sum(1) / (1 + sigma ** 2)
+        >>> x = conceptalg.sample(wide, 500, shape=(2,), sampler="mala", steps=40,
+        ...                       sigmas=[4.0, 1.0, 0.1], seed=0)     # ends at N(2, 1.01 I)
+        >>> bool((x.mean(0) - 2.0).abs().max() < 0.3)
+        True
+        >>> x = conceptalg.sample(wide, 500, shape=(2,), sampler="heun", seed=0,
+        ...                       sigmas=conceptalg.sampling.karras_sigmas(30, 0.01, 20.0))
+        >>> x.shape
+        torch.Size([500, 2])
     """
-    if not callable(energy):
+    if not callable(energy) and not is_score_only(energy):
         raise TypeError(f"energy must be callable (x[B, ...] -> E[B]), got {type(energy).__name__}")
+    if is_score_only(energy) and not callable(getattr(energy, "score", None)):
+        raise TypeError("a score-only energy (score_only=True) needs a method score(x, sigma)")
     check_int("n", n, 1)
-    plan = make_plan(energy, sampler, steps, warmup, step_size, noise_scale, temperature, options)
+    plan = make_plan(energy, sampler, steps, warmup, step_size, noise_scale, temperature, options,
+                     sigmas)
     config = plan.config
-    device, dtype = _device_dtype(energy, init, device)
+    require_energy_values(energy, config.name)
+    device, dtype = device_dtype(energy, init, device)
     generator = torch.Generator(device=device)
     shard = _shard(n) if distributed else None
     if seed is None:
@@ -99,41 +139,74 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     else:
         check_int("seed", seed, 0)
         generator.manual_seed(seed)
-    shape = _resolve_shape(energy, shape, init, n)
-    box = _resolve_bounds(bounds if bounds is not None else plan.bounds, shape, device, dtype)
-    mask = _resolve_mask(options.get("mask"), shape, device)
-    noise = _noise(energy, box, shape, device, dtype, generator)
-    x0 = _resolve_init(init, n, shape, box, noise, generator, device, dtype)
+    shape = resolve_shape(energy, shape, init, n)
+    box = resolve_bounds(bounds if bounds is not None else plan.bounds, shape, device, dtype)
+    mask = resolve_mask(options.get("mask"), shape, device)
+    if plan.sigmas is None:
+        noise = default_noise(energy, box, shape, device, dtype, generator)
+        x0 = resolve_init(init, n, shape, box, noise, generator, device, dtype)
+    else:                                      # the noised law: unbounded, centred on the data
+        centre = data_centre(energy, box, shape, device, dtype)
+
+        def noise_at(sigma: float) -> Callable[[int], Tensor]:
+            return lambda k: centre + sigma * torch.randn((k, *shape), generator=generator,
+                                                          device=device, dtype=dtype)
+        x0 = resolve_init(init, n, shape, None, noise_at(plan.sigmas[0]), generator, device,
+                          dtype)
     if mask is not None and not isinstance(init, (Tensor, ReplayBuffer)):
         raise ValueError("mask keeps coordinates fixed at their initial values: pass init= "
                          "(a tensor or a ReplayBuffer) with the values to keep")
 
-    def fresh(index: Tensor) -> Tensor:
-        x = noise(len(index))
-        return x if mask is None else torch.where(mask, x, x0[index])
+    def fresher(noise: Callable[[int], Tensor]) -> Callable[[Tensor], Tensor]:
+        def fresh(index: Tensor) -> Tensor:
+            x = noise(len(index))
+            return x if mask is None else torch.where(mask, x, x0[index])
+        return fresh
 
-    temps = _resolve_temperature(plan.temperature, plan.steps, device)
-    starts = _resolve_step_size(plan.step_size, n, device, dtype)
-    kernel = config.build_kernel(energy, bounds=box, mask=mask)
-    target = config.target_accept if config.adapts and config.adapt else None
+    if config.name != "heun":
+        temps = resolve_temperature(plan.temperature, plan.steps, device)
+        starts = resolve_step_size(plan.step_size, n, device, dtype)
+    levels = 1 if plan.sigmas is None or config.name == "heun" else len(plan.sigmas)
     bar = None
     if progress and (shard is None or shard.start == 0):  # one bar: the first process's
         from tqdm import tqdm
-        bar = tqdm(total=plan.steps, desc=f"sampling ({config.name})", unit="step")
+        bar = tqdm(total=plan.steps * levels, desc=f"sampling ({config.name})", unit="step")
+    rates: list[float] = []
     try:
-        with _sampling_mode(energy), _deterministic(plan.deterministic):
-            result = run(kernel, x0, steps=plan.steps, warmup=plan.warmup, step_size=starts,
-                         temperature=temps, target_accept=target, generator=generator,
-                         fresh=fresh, check_every=plan.check_every,
-                         on_nonfinite=plan.on_nonfinite, record=return_info, thin=plan.thin,
-                         batch_size=plan.batch_size, progress=bar, shard=shard)
+        with sampling_mode(energy), deterministic_mode(plan.deterministic):
+            if config.name == "heun":
+                samples = heun.integrate(config, energy, x0, plan.sigmas, generator=generator,
+                                         mask=mask, batch_size=plan.batch_size, progress=bar,
+                                         shard=shard)
+                samples = samples if box is None else box.clamp(samples)
+                if not return_info:
+                    return samples
+                return samples, {"sampler": "heun", "sigmas": list(plan.sigmas), "seed": seed,
+                                 "levels": len(plan.sigmas), "churn": config.churn,
+                                 "score evaluations": 2 * len(plan.sigmas) - 1}
+            common = dict(steps=plan.steps, warmup=plan.warmup, step_size=starts,
+                          temperature=temps, generator=generator, check_every=plan.check_every,
+                          on_nonfinite=plan.on_nonfinite, record=return_info, thin=plan.thin,
+                          batch_size=plan.batch_size, progress=bar, shard=shard)
+            if plan.sigmas is None:
+                kernel = config.build_kernel(energy, bounds=box, mask=mask)
+                target = config.target_accept if config.adapts and config.adapt else None
+                result = run(kernel, x0, target_accept=target, fresh=fresher(noise), **common)
+            else:
+                result, rates, resets = run_levels(
+                    config, energy, x0, sigmas=plan.sigmas, sigma_data=plan.sigma_data,
+                    fresh_at=lambda sigma: fresher(noise_at(sigma)), mask=mask, **common)
+                x = result.state.x if box is None else box.clamp(result.state.x)
+                result = result._replace(state=result.state._replace(x=x), resets=resets)
     finally:
         if bar is not None:
             bar.close()
     samples = result.state.x
     if not return_info:
         return samples
-    return samples, _info(result, plan, seed, temps)
+    info = _info(result, plan, seed, temps)
+    return (samples, info) if plan.sigmas is None else \
+        (samples, {**info, **level_info(plan.sigmas, rates)})
 
 
 def _shard(n: int) -> Optional[Shard]:
@@ -174,226 +247,3 @@ def _info(result, plan: Plan, seed: int, temps: Tensor) -> dict[str, Any]:
     if result.grad_norm_trace is not None:
         info["gradient norm"] = result.grad_norm_trace
     return info
-
-
-
-# ----------------------------------------------------------------------------- tensors
-def _device_dtype(energy, init, device) -> tuple[torch.device, torch.dtype]:
-    params = list(energy.parameters())[:1] if isinstance(energy, nn.Module) else []
-    if isinstance(init, Tensor):
-        ref_device, dtype = init.device, init.dtype
-    elif isinstance(init, ReplayBuffer):
-        ref_device, dtype = init.samples.device, init.samples.dtype
-    elif params:
-        ref_device, dtype = params[0].device, params[0].dtype
-    else:
-        ref_device, dtype = torch.device("cpu"), torch.get_default_dtype()
-    if not dtype.is_floating_point:
-        dtype = torch.get_default_dtype()
-    return (torch.device(device) if device is not None else ref_device), dtype
-
-
-def _resolve_shape(energy, shape, init, n: int) -> tuple[int, ...]:
-    declared = getattr(energy, "sample_shape", None)
-    if shape is None:
-        shape = declared
-    if shape is None and isinstance(init, ReplayBuffer):
-        shape = init.shape
-    if shape is None and isinstance(init, Tensor):
-        if init.dim() < 1 or init.shape[0] != n:
-            raise ValueError(f"cannot tell the sample shape: give shape=, or init of shape "
-                             f"[n={n}, ...] (got {list(init.shape)})")
-        shape = tuple(init.shape[1:])
-    if shape is None:
-        raise ValueError("give shape= (one sample's shape, e.g. shape=(2,)), init=, or an "
-                         "energy with a sample_shape attribute")
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise ValueError(f"shape must be a sequence of integers, got {shape!r}") from None
-    if any(s < 1 for s in shape):
-        raise ValueError(f"shape must contain positive sizes, got {shape}")
-    return shape
-
-
-def _broadcasts_to(small, shape) -> bool:
-    try:
-        return torch.broadcast_shapes(small, shape) == shape
-    except RuntimeError:
-        return False
-
-
-def _resolve_bounds(bounds, shape, device, dtype) -> Optional[Bounds]:
-    if bounds is None:
-        return None
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}")
-    sides = []
-    for name, side in zip(("low", "high"), bounds):
-        if isinstance(side, Tensor):
-            side = side.to(device=device, dtype=dtype)
-            if not _broadcasts_to(side.shape, shape):
-                raise ValueError(f"bounds: {name} of shape {list(side.shape)} does not "
-                                 f"broadcast to one sample's shape {list(shape)}")
-            if torch.isnan(side).any():
-                raise ValueError(f"bounds: {name} contains NaN")
-        else:
-            side = float(side)
-            if math.isnan(side):
-                raise ValueError(f"bounds: {name} is NaN")
-        sides.append(side)
-    low, high = sides
-    if not bool(torch.all(torch.as_tensor(low) < torch.as_tensor(high))):
-        raise ValueError(f"bounds must satisfy low < high everywhere, got {bounds!r}")
-    return Bounds(low, high)
-
-
-def _resolve_mask(mask, shape, device) -> Optional[Tensor]:
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor (True = free, False = fixed), got "
-                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
-    if not _broadcasts_to(mask.shape, shape):
-        raise ValueError(f"mask of shape {list(mask.shape)} must broadcast to one sample's "
-                         f"shape {list(shape)}")
-    return mask.to(device)
-
-
-def _noise(energy, box: Optional[Bounds], shape, device, dtype,
-           generator) -> Callable[[int], Tensor]:
-    """Fresh starting points: the energy's own init_samples, else uniform in finite bounds,
-    else N(0, I)."""
-    own = getattr(energy, "init_samples", None)
-    finite = box is not None and all(bool(torch.isfinite(torch.as_tensor(s)).all())
-                                     for s in box)
-
-    def noise(k: int) -> Tensor:
-        if own is not None:
-            x = own(k, generator, device)
-            if not isinstance(x, Tensor) or tuple(x.shape) != (k, *shape):
-                raise ValueError(f"energy.init_samples({k}, generator, device) must return a "
-                                 f"tensor of shape {[k, *shape]}, got "
-                                 f"{list(getattr(x, 'shape', []))}")
-            x = x.to(device=device, dtype=dtype)
-        elif finite:
-            u = torch.rand((k, *shape), generator=generator, device=device, dtype=dtype)
-            return box.low + (box.high - box.low) * u
-        else:
-            x = torch.randn((k, *shape), generator=generator, device=device, dtype=dtype)
-        return x if box is None else box.clamp(x)
-    return noise
-
-
-def _resolve_init(init, n: int, shape, box: Optional[Bounds], noise, generator, device,
-                  dtype) -> Tensor:
-    if init is None:
-        return noise(n)
-    if isinstance(init, ReplayBuffer):
-        if init.samples.device != device:
-            raise ValueError(f"init buffer lives on {init.samples.device}; sample on that device "
-                             f"(device={str(device)!r} was asked for)")
-        if init.shape != shape:
-            raise ValueError(f"init buffer holds samples of shape {list(init.shape)}, the "
-                             f"sample shape is {list(shape)}")
-        x = init.sample(n, generator).to(device=device, dtype=dtype)
-    elif isinstance(init, Tensor):
-        if tuple(init.shape) == (n, *shape):
-            x = init
-        elif tuple(init.shape) in (tuple(shape), (1, *shape)):
-            x = init.reshape(1, *shape).expand(n, *shape)
-        else:
-            raise ValueError(f"init must have shape [n, *shape] = {[n, *shape]} (or one "
-                             f"sample's shape {list(shape)}), got {list(init.shape)}")
-        x = x.detach().to(device=device, dtype=dtype).clone()
-    else:
-        raise TypeError(f"init must be a tensor or a ReplayBuffer, got {type(init).__name__}")
-    if box is not None:
-        below = int((x < box.low).sum())
-        above = int((x > box.high).sum())
-        if below or above:
-            parts = []
-            if below:
-                parts.append(f"{below} values below the lower bound {_show(box.low)}")
-            if above:
-                parts.append(f"{above} values above the upper bound {_show(box.high)}")
-            raise ValueError(f"init has {' and '.join(parts)} (of {x.numel()}); clamp it into "
-                             f"the bounds or widen them")
-    return x
-
-
-def _show(side) -> str:
-    return repr(side) if not isinstance(side, Tensor) else f"tensor of shape {list(side.shape)}"
-
-
-def _resolve_temperature(temperature, steps: int, device) -> Tensor:
-    if callable(temperature):
-        values = torch.tensor([float(temperature(t)) for t in range(steps)], dtype=torch.float64)
-    elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-        values = torch.tensor(float(temperature), dtype=torch.float64)
-    elif isinstance(temperature, (Sequence, Tensor)) and not isinstance(temperature, str):
-        values = torch.as_tensor(temperature, dtype=torch.float64).detach().cpu()
-        if values.shape != (steps,):
-            raise ValueError(f"a temperature schedule needs one value per step ({steps}), got "
-                             f"shape {list(values.shape)}")
-    else:
-        raise TypeError(f"temperature must be a number, a per-step sequence or a callable "
-                        f"step -> T, got {type(temperature).__name__}")
-    if not bool(torch.all(torch.isfinite(values) & (values > 0))):
-        raise ValueError(f"temperature must be finite and > 0 at every step, got {temperature!r}")
-    return values.to(device)
-
-
-def _resolve_step_size(step_size, n: int, device, dtype) -> Tensor:
-    if isinstance(step_size, Tensor):
-        s = step_size.detach().to(device=device, dtype=dtype).reshape(-1)
-        if s.numel() == 1:
-            s = s.expand(n)
-        if s.shape != (n,) or not bool(torch.all(torch.isfinite(s) & (s > 0))):
-            raise ValueError(f"step_size as a tensor must hold n={n} finite values > 0 (one "
-                             f"per chain), got shape {list(step_size.shape)}")
-        return s.clone()
-    return torch.full((n,), float(step_size), device=device, dtype=dtype)
-
-
-@contextmanager
-def _sampling_mode(energy) -> Iterator[None]:
-    """Run an ``nn.Module`` energy (or a bound method of one) in eval mode; restore every
-    submodule's training flag and any buffer the energy changed (unchanged ones are not
-    touched, so their version counters — which autograd checks — stay as they were)."""
-    if not isinstance(energy, nn.Module):
-        energy = getattr(energy, "__self__", None)            # a bound method of a module
-    if not isinstance(energy, nn.Module):
-        yield
-        return
-    flags = [(m, m.training) for m in energy.modules()]
-    saved = [(b, b._version, b.detach().clone()) for b in energy.buffers()]
-    energy.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
-        with torch.no_grad():
-            for buf, version, copy in saved:
-                if buf._version != version:
-                    buf.copy_(copy)
-
-
-@contextmanager
-def _deterministic(on: bool) -> Iterator[None]:
-    """Deterministic algorithms (GPU reproducibility); needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8``
-    in the environment on CUDA, as PyTorch documents."""
-    if not on:
-        yield
-        return
-    previous = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2:]

@@ -18,6 +18,12 @@ every move, which keeps them bitwise equal to the initial values.
 
 Bounds ``(low, high)``: MH-corrected kernels evaluate the energy at ``clamp(x', low, high)`` (the
 energy is never called outside the box) and reject every proposal with ``x' ≠ clamp(x')``.
+
+Score-only energies: an object with ``score_only = True`` and a method ``score(x, sigma=None)``
+(``= −∇E``, e.g. a diffusion model trained to predict scores) has no energy values.
+:func:`energy_and_grad` then returns ``−score`` as the gradient and zeros as the energy, which is
+all ULA (and the Heun integrator) need; the Metropolis–Hastings-corrected kernels need the energy
+values in their acceptance ratio and refuse such an energy (:func:`require_energy_values`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from ..errors import SamplerError
 
 __all__ = [
     "EnergyFn", "State", "AcceptInfo", "Bounds", "Kernel",
-    "energy_and_grad", "energy_only", "per_chain_sum", "chain_view",
+    "energy_and_grad", "energy_only", "per_chain_sum", "chain_view", "is_score_only",
+    "require_energy_values",
 ]
 
 EnergyFn = Callable[[Tensor], Tensor]
@@ -102,7 +109,11 @@ class Bounds(NamedTuple):
 
     def clamp(self, x: Tensor) -> Tensor:
         """``x`` clamped into the box (one tensor op)."""
-        return torch.clamp(x, self.low, self.high)
+        low, high = self.low, self.high
+        if isinstance(low, Tensor) != isinstance(high, Tensor):     # clamp takes no mixture
+            low = torch.as_tensor(low, dtype=x.dtype, device=x.device)
+            high = torch.as_tensor(high, dtype=x.dtype, device=x.device)
+        return torch.clamp(x, low, high)
 
 
 def per_chain_sum(t: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -144,7 +155,9 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor, mask: Optional[Tensor] = Non
 
     The gradient is taken with ``torch.autograd.grad`` with respect to ``x`` alone, so module
     parameters get no ``.grad``; where ``mask`` is ``False`` the gradient is set to zero.
-    ``check=True`` validates the energy's output first (done once, at init, not per step).
+    ``check=True`` validates the energy's output first (done once, at init, not per step). For a
+    score-only energy (``score_only = True``) the gradient is ``−energy_fn.score(x)`` (called
+    under ``torch.no_grad()``) and the energy is zeros ``[B]``.
 
     Example:
         >>> import torch
@@ -152,6 +165,15 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor, mask: Optional[Tensor] = Non
         >>> e, g
         (tensor([2.5000]), tensor([[ 1., -2.]]))
     """
+    if is_score_only(energy_fn):
+        with torch.no_grad():
+            score = energy_fn.score(x)
+        if check:
+            check_score(score, x)
+        grad = -score.detach()                           # [B, *shape]
+        if mask is not None:
+            grad = torch.where(mask, grad, 0.0)
+        return torch.zeros(x.shape[0], dtype=grad.dtype, device=grad.device), grad
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         energy = energy_fn(x)
@@ -162,6 +184,50 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor, mask: Optional[Tensor] = Non
     if mask is not None:
         grad = torch.where(mask, grad, 0.0)
     return energy.detach(), grad
+
+
+def is_score_only(energy_fn) -> bool:
+    """Whether ``energy_fn`` gives only a score: it has ``score_only = True`` (and then a method
+    ``score(x, sigma=None) -> −∇E`` ``[B, *shape]``).
+
+    Example:
+        >>> class Scores:
+        ...     score_only = True
+        ...     def score(self, x, sigma=None):
+        ...         return -x
+        >>> is_score_only(Scores()), is_score_only(lambda x: x.sum(1))
+        (True, False)
+    """
+    return getattr(energy_fn, "score_only", False) is True
+
+
+NEEDS_ENERGY_VALUES = frozenset({"mala", "hmc", "mh"})
+"""The samplers whose Metropolis–Hastings correction needs energy values, not only a score."""
+
+
+def require_energy_values(energy_fn, sampler: str) -> None:
+    """Raise :class:`SamplerError` when ``sampler`` needs energy values and ``energy_fn`` is
+    score-only (checked before any work).
+
+    Example:
+        >>> require_energy_values(lambda x: x.sum(1), "mala")      # an energy: fine
+    """
+    if sampler in NEEDS_ENERGY_VALUES and is_score_only(energy_fn):
+        raise SamplerError(
+            f"sampler={sampler!r} needs energy values for its Metropolis–Hastings correction, "
+            f"and the model only gives a score (score_only=True): train with --parameterization "
+            f"energy (Python: parameterization='energy'), or use sampler='langevin' or "
+            f"sampler='heun'")
+
+
+def check_score(score: Tensor, x: Tensor) -> None:
+    """Raise a clear error when a score-only energy's ``score(x)`` is not ``[B, *shape]``."""
+    if not isinstance(score, Tensor) or score.shape != x.shape \
+            or not score.is_floating_point():
+        got = f"shape {list(score.shape)}, {score.dtype}" if isinstance(score, Tensor) else \
+            type(score).__name__
+        raise SamplerError(f"a score-only energy's score(x) must return a floating-point "
+                           f"tensor shaped like x, {list(x.shape)}; it returned {got}")
 
 
 def energy_only(energy_fn: EnergyFn, x: Tensor, *, check: bool = False) -> Tensor:
@@ -213,10 +279,13 @@ class Kernel:
         torch.Size([4, 2])
     """
 
+    sampler_name: str = ""
+
     def __init__(self, energy_fn: EnergyFn, *, bounds: Optional[Bounds] = None,
                  mask: Optional[Tensor] = None) -> None:
-        if not callable(energy_fn):
+        if not callable(energy_fn) and not is_score_only(energy_fn):
             raise TypeError(f"energy_fn must be callable, got {type(energy_fn).__name__}")
+        require_energy_values(energy_fn, self.sampler_name)
         self.energy_fn = energy_fn
         self.bounds = bounds
         self.mask = mask

@@ -87,6 +87,8 @@ class HMCKernel(Kernel):
         torch.Size([10])
     """
 
+    sampler_name = "hmc"
+
     def __init__(self, energy_fn: EnergyFn, *, num_leapfrog: int = 5, jitter: float = 0.2,
                  bounds: Optional[Bounds] = None, mask: Optional[Tensor] = None) -> None:
         super().__init__(energy_fn, bounds=bounds, mask=mask)

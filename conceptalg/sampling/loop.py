@@ -108,7 +108,7 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
         temperature: Tensor, target_accept: Optional[float], generator: torch.Generator,
         fresh: Callable[[Tensor], Tensor], check_every: int = 10, on_nonfinite: str = "raise",
         record: bool = False, thin: int = 1, batch_size: Optional[int] = None,
-        progress: Any = None, shard: Optional[Shard] = None) -> RunResult:
+        progress: Any = None, shard: Optional[Shard] = None, final: bool = True) -> RunResult:
     """Run ``kernel`` from ``x0`` ``[n, *shape]`` (see the module docstring).
 
     ``step_size`` ``[n]`` starts each chain; ``temperature`` is 0-d, or ``[steps]`` for an
@@ -116,7 +116,9 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
     starting points for the chains ``index`` (used by ``on_nonfinite="reset"``); ``progress``
     is a tqdm bar or None. With ``shard``, ``x0`` and ``step_size`` still hold all ``n`` chains
     and ``fresh`` takes global chain indices; this process advances rows ``start:stop`` and the
-    result holds all chains again (see the module docstring).
+    result holds all chains again (see the module docstring). ``final=False`` (a later run
+    continues these chains, as the levels of an annealed run do) lets ``"reset"`` restart
+    chains at the last check too.
 
     Example:
         >>> import torch
@@ -146,7 +148,7 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
         if not bool(bad.any()):                                         # the host sync
             return state, 0
         count = int(bad.sum())
-        if on_nonfinite == "raise" or last:
+        if on_nonfinite == "raise" or (last and final):
             raise SamplerError(_message(count, n, step, check_every, on_nonfinite, steps))
         index = bad.nonzero().squeeze(1)
         x_new = fresh(index)                    # drawn for every bad chain, in every process

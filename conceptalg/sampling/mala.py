@@ -80,6 +80,8 @@ class MALAKernel(Kernel):
         torch.Size([100])
     """
 
+    sampler_name = "mala"
+
     def __init__(self, energy_fn: EnergyFn, *, grad_clip: Optional[float] = None,
                  bounds: Optional[Bounds] = None, mask: Optional[Tensor] = None) -> None:
         super().__init__(energy_fn, bounds=bounds, mask=mask)

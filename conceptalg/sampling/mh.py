@@ -88,6 +88,8 @@ class MHKernel(Kernel):
         torch.Size([10])
     """
 
+    sampler_name = "mh"
+
     def init(self, x: Tensor, step_size: Union[float, Tensor],
              temperature: Union[float, Tensor] = 1.0) -> MHState:
         energy = energy_only(self.energy_fn, x, check=True)

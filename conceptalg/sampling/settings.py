@@ -6,6 +6,11 @@ clipping, leapfrog steps, targets — only when the chosen sampler is the one th
 ``sampler_defaults["sampler"]``, default ``"langevin"``); the sampler's own defaults. A setting
 given both in ``sample()`` and on the sampler object must agree. Pure Python: no tensors are made
 here (a per-chain step-size tensor is passed through).
+
+Noise levels: ``sigmas`` (explicit, else ``sampler_defaults["sigmas"]``) are checked here, need a
+σ-aware energy, allow only a constant temperature, and make ``steps`` count per level (default:
+the sampler's default total split over the levels). ``sampler="heun"`` has no steps, warm-up or
+step size: given explicitly they are an error; from ``sampler_defaults`` they are ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from typing import Any, Optional, Union
 
 from torch import Tensor
 
+from .anneal import accepts_sigma, check_sigmas
+from .base import check_positive
+from .heun import Heun
 from .hmc import HMC
 from .langevin import Langevin
 from .mala import MALA
@@ -24,15 +32,18 @@ from .mh import MH
 __all__ = ["SamplerConfig", "SAMPLERS", "Plan", "make_plan", "check_int", "DEFAULT_SAMPLER",
            "DEFAULT_TEMPERATURE", "check_sampler_defaults"]
 
-SamplerConfig = Union[Langevin, MALA, HMC, MH]
-SAMPLERS: dict[str, type] = {"langevin": Langevin, "mala": MALA, "hmc": HMC, "mh": MH}
+SamplerConfig = Union[Langevin, MALA, HMC, MH, Heun]
+SAMPLERS: dict[str, type] = {"langevin": Langevin, "mala": MALA, "hmc": HMC, "mh": MH,
+                             "heun": Heun}
 
 _SAMPLER_KEYS = ("step_size", "noise_scale", "grad_clip", "num_leapfrog", "jitter",
-                 "target_accept", "adapt")
+                 "target_accept", "adapt", "churn")
 _RUN_KEYS = ("on_nonfinite", "batch_size", "thin", "check_every")
-_OPTIONS = frozenset(_SAMPLER_KEYS[2:] + _RUN_KEYS + ("mask", "deterministic"))
-_DEFAULT_KEYS = frozenset(("sampler", "steps", "warmup", "temperature", "bounds")
-                          + _SAMPLER_KEYS + _RUN_KEYS)
+_OPTIONS = frozenset(_SAMPLER_KEYS[2:] + _RUN_KEYS + ("mask", "deterministic", "sigma_data"))
+_DEFAULT_KEYS = frozenset(("sampler", "steps", "warmup", "temperature", "bounds", "sigmas",
+                           "sigma_data") + _SAMPLER_KEYS + _RUN_KEYS)
+_NOT_FOR_HEUN = ("thin", "check_every", "sigma_data", "grad_clip", "num_leapfrog", "jitter",
+                 "target_accept", "adapt")
 
 
 class DefaultStr(str):
@@ -62,10 +73,12 @@ class Plan:
     thin: int
     batch_size: Optional[int]
     deterministic: bool
+    sigmas: Optional[tuple[float, ...]] = None
+    sigma_data: float = 1.0
 
 
 def make_plan(energy, sampler, steps, warmup, step_size, noise_scale, temperature,
-              options: dict[str, Any]) -> Plan:
+              options: dict[str, Any], sigmas: Any = None) -> Plan:
     """Resolve the settings: explicit > the sampler object's field > ``energy.sampler_defaults``
     (dropping sampler-specific ones tuned for another sampler) > the sampler's defaults."""
     unknown = sorted(set(options) - _OPTIONS)
@@ -78,6 +91,12 @@ def make_plan(energy, sampler, steps, warmup, step_size, noise_scale, temperatur
     if config.name != tuned_for.name:
         for key in _SAMPLER_KEYS:
             defaults.pop(key, None)
+    sigmas = _resolve_sigmas(energy, sigmas, defaults.pop("sigmas", None))
+    if isinstance(config, Heun):
+        return _heun_plan(energy, config, sigmas, dict(steps=steps, warmup=warmup,
+                          step_size=step_size, noise_scale=noise_scale), temperature, options,
+                          defaults)
+    sigma_data = _sigma_data(energy, sigmas, options, defaults)
     if not isinstance(temperature, DefaultFloat):
         defaults.pop("noise_scale", None)                 # an explicit T replaces a default σ
     else:
@@ -93,7 +112,14 @@ def make_plan(energy, sampler, steps, warmup, step_size, noise_scale, temperatur
         raise ValueError(f"give either noise_scale (σ, which sets T = σ²/(2·step_size)) or "
                          f"temperature, not both (noise_scale={config.noise_scale}, "
                          f"temperature={temperature!r})")
-    steps = defaults.get("steps", config.default_steps) if steps is None else steps
+    if sigmas is not None and (isinstance(temperature, bool)
+                               or not isinstance(temperature, (int, float))):
+        raise ValueError(f"with sigmas, temperature must be one number (every level targets "
+                         f"exp(−E(x, σ)/T); the noise levels are the annealing), got "
+                         f"{type(temperature).__name__}")
+    default_steps = config.default_steps if sigmas is None else \
+        max(1, config.default_steps // len(sigmas))                       # steps per level
+    steps = defaults.get("steps", default_steps) if steps is None else steps
     check_int("steps", steps, 1)
     warmup = defaults.get("warmup", steps // 2) if warmup is None else warmup
     check_int("warmup", warmup, 0)
@@ -117,7 +143,65 @@ def make_plan(energy, sampler, steps, warmup, step_size, noise_scale, temperatur
         config.step_size if config.step_size is not None else config.default_step_size
     return Plan(config, steps, warmup, start, temperature,
                 getattr(energy, "bounds", None) or defaults.get("bounds"), on_nonfinite,
-                check_every, thin, run_opts["batch_size"], bool(options.get("deterministic")))
+                check_every, thin, run_opts["batch_size"], bool(options.get("deterministic")),
+                sigmas, sigma_data)
+
+
+def _resolve_sigmas(energy, explicit, default) -> Optional[tuple[float, ...]]:
+    """The checked noise levels (explicit > ``sampler_defaults``), or None."""
+    sigmas = explicit if explicit is not None else default
+    if sigmas is None:
+        return None
+    sigmas = check_sigmas(sigmas)
+    if not accepts_sigma(energy):
+        raise ValueError(f"sigmas needs a σ-aware energy, one that accepts the noise level as a "
+                         f"keyword, E(x, sigma=σ[B]) (a compiled expression of noise-conditioned "
+                         f"concepts, or a function with a 'sigma' parameter); this "
+                         f"{type(energy).__name__} does not")
+    return sigmas
+
+
+def _sigma_data(energy, sigmas, options, defaults) -> float:
+    """The data scale σ_d of the per-level step-size rule: the ``sigma_data`` option >
+    ``sampler_defaults`` > the energy's ``sigma_data`` attribute > 1."""
+    if "sigma_data" in options and sigmas is None:
+        raise ValueError("sigma_data sets the per-level step sizes of a run over noise levels; "
+                         "it applies only with sigmas=")
+    value = options.get("sigma_data", defaults.get("sigma_data"))
+    if value is None:
+        value = getattr(energy, "sigma_data", None)
+        value = float(value) if isinstance(value, (int, float, Tensor)) \
+            and not isinstance(value, bool) else 1.0
+    check_positive("sigma_data", value)
+    return float(value)
+
+
+def _heun_plan(energy, config: Heun, sigmas, explicit: dict[str, Any], temperature,
+               options: dict[str, Any], defaults: dict[str, Any]) -> Plan:
+    """The plan of a reverse-diffusion run: levels, churn, chunking; nothing step-based."""
+    if sigmas is None:
+        raise ValueError("sampler='heun' integrates over noise levels: give sigmas= (a "
+                         "non-increasing sequence, e.g. karras_sigmas(18, 0.002, 80.0)), or use "
+                         "an energy whose sampler_defaults hold 'sigmas'")
+    explicit.update({k: options[k] for k in _NOT_FOR_HEUN if k in options})
+    for key, value in explicit.items():
+        if value is not None:
+            raise ValueError(f"{key}={value!r} does not apply to sampler='heun': it takes one "
+                             f"Heun step between consecutive noise levels (set their number "
+                             f"with sigmas), with no step size, warm-up or acceptance test")
+    if not isinstance(temperature, DefaultFloat) and not _is_one(temperature):
+        raise ValueError(f"sampler='heun' draws from the model's own law (temperature 1), got "
+                         f"temperature={temperature!r}; use an MCMC sampler to change T")
+    if options.get("on_nonfinite", "raise") != "raise":
+        raise ValueError("sampler='heun' is deterministic given its start: there is nothing to "
+                         "restart, so on_nonfinite must be 'raise'")
+    config = _configure(config, {"churn": options.get("churn")}, defaults)
+    batch_size = options.get("batch_size", defaults.get("batch_size"))
+    if batch_size is not None:
+        check_int("batch_size", batch_size, 1)
+    return Plan(config, len(sigmas), 0, 0.0, 1.0,
+                getattr(energy, "bounds", None) or defaults.get("bounds"), "raise",
+                len(sigmas), 1, batch_size, bool(options.get("deterministic")), sigmas, 1.0)
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
@@ -140,6 +224,8 @@ def check_sampler_defaults(defaults: Any) -> None:
         raise ValueError(f"energy.sampler_defaults has unknown key {unknown[0]!r}"
                          f"{_did_you_mean(unknown[0], _DEFAULT_KEYS)}; allowed: "
                          f"{sorted(_DEFAULT_KEYS)}")
+    if defaults.get("sigmas") is not None:
+        check_sigmas(defaults["sigmas"])
 
 
 def _energy_defaults(energy) -> dict[str, Any]:
@@ -156,8 +242,8 @@ def _sampler_config(sampler) -> SamplerConfig:
         return SAMPLERS[sampler]()
     if isinstance(sampler, tuple(SAMPLERS.values())):
         return sampler
-    raise TypeError(f"sampler must be a name ({sorted(SAMPLERS)}) or a Langevin/MALA/HMC/MH "
-                    f"object, got {type(sampler).__name__}")
+    raise TypeError(f"sampler must be a name ({sorted(SAMPLERS)}) or a Langevin/MALA/HMC/MH/"
+                    f"Heun object, got {type(sampler).__name__}")
 
 
 def _configure(config: SamplerConfig, given: dict[str, Any],

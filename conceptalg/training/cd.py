@@ -45,6 +45,7 @@ from ..sampling.buffer import ReplayBuffer
 from ..sampling.langevin import Langevin
 from ..sampling.settings import check_int
 from . import distributed as _dist
+from .conditioning import ConceptChoices
 from .data import ConceptData
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "default_train_config"]
@@ -214,7 +215,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._good_state = copy.deepcopy(self.model.state_dict())
         self._good_step = 0
-        self._choices = self._concept_choices()
+        self._choices = ConceptChoices(data, model.index, self.train_only)
         self._energies = self.model.energies_for  # the loss's forward; DDP-wrapped when distributed
         self._ddp: torch.nn.Module | None = None
 
@@ -278,26 +279,6 @@ class Trainer:
             params.append(p)
         return params
 
-    def _concept_choices(self) -> tuple[Tensor, Tensor]:
-        """Per sample, the head indices that hold for it (padded with -2) — ``[N, C]``, and for
-        parametric heads the slot ``[N, C]`` of the argument set."""
-        data, model = self.data, self.model
-        columns, slots = [], []
-        for f, labels in data.labels.items():
-            first = model.index[f"{f}={data.factors[f][0]}"]
-            columns.append(torch.where(labels >= 0, first + labels, -2))
-            slots.append(torch.zeros_like(labels))
-        for name, (_, mask) in data.parametric.items():
-            m = mask.shape[1]
-            columns.append(torch.where(mask, model.index[name], -2))  # [N, M]
-            slots.append(torch.arange(m).expand_as(mask))
-        heads = torch.cat([c.reshape(len(data), -1) for c in columns], dim=1)
-        slot = torch.cat([s.reshape(len(data), -1) for s in slots], dim=1)
-        if self.train_only:
-            allowed = torch.tensor([model.index[n] for n in self.train_only])
-            heads = torch.where(torch.isin(heads, allowed), heads, -2)
-        return heads, slot
-
     def _start_distributed(self) -> None:
         """Before the first step of a multi-process run: check that every rank has the same
         set-up (a ``ValueError`` on every rank otherwise), then wrap the loss's forward in DDP."""
@@ -339,27 +320,13 @@ class Trainer:
             x = x + cfg.data_noise * torch.randn(x.shape, generator=g).to(self.device)
             if self.bounds is not None:
                 x = self.bounds.clamp(x)
-        heads, slots = self._choices
-        options = heads[idx]                                             # [B, C]
-        valid = options >= 0
-        score = torch.rand(options.shape, generator=g).masked_fill(~valid, -1.0)
-        pick = score.argmax(1)                                           # [B]
-        head = options[torch.arange(len(idx)), pick]
-        use_base = (torch.rand(len(idx), generator=g) < cfg.base_fraction) | ~valid.any(1)
+        base = "sometimes"
         if self.model.config.heads == "classifier":
-            use_base[:] = True  # classifiers train by cross-entropy; CD trains E_0 only
+            base = "always"  # classifiers train by cross-entropy; CD trains E_0 only
         elif self.train_only:
-            use_base[:] = False  # the base head is frozen
-        head = torch.where(use_base, -1, head)
-        args = None
-        if data.parametric:
-            n_args = next(iter(data.parametric.values()))[0].shape[2]
-            args = torch.zeros(len(idx), n_args)
-            slot = slots[idx, pick]
-            for name, (all_args, _) in data.parametric.items():
-                rows = head == self.model.index[name]
-                args[rows] = all_args[idx[rows], slot[rows]]
-            args = args.to(self.device)
+            base = "never"  # the base head is frozen
+        head, args = self._choices.draw(idx, g, base_fraction=cfg.base_fraction, base=base)
+        args = None if args is None else args.to(self.device)
         labels = {f: lab[idx].to(self.device) for f, lab in data.labels.items()}
         return _Batch(x, head.to(self.device), args, labels)
 

@@ -41,7 +41,7 @@ from safetensors.torch import save as _st_save
 
 from .. import __version__
 from ..errors import CheckpointError
-from ..models.model import ConceptModel, ModelConfig
+from ..models.model import ConceptModel, ModelConfig, build_model
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load", "list_checkpoints",
            "latest_checkpoint", "rng_state_tensors", "restore_rng_state", "FORMAT", "VERSION"]
@@ -565,7 +565,7 @@ def _build_model(directory: Path, manifest: dict,
                  map_location: str | torch.device) -> tuple[ModelConfig, ConceptModel]:
     try:
         config = ModelConfig.from_dict(manifest["model_config"])
-        model = ConceptModel(config)
+        model = build_model(config)
     except Exception as e:  # untrusted input: any failure to rebuild is the file's fault
         raise CheckpointError(
             f"{directory / CONFIG_FILE}: its model_config does not rebuild a ConceptModel "

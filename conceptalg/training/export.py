@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..models.model import ConceptModel, ModelConfig
+from ..models.model import ConceptModel, ModelConfig, build_model
 from ..sampling.settings import check_int, check_sampler_defaults
 from .checkpoint import load_checkpoint, save_checkpoint
 
@@ -49,7 +49,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
     check_sampler_defaults(defaults)
     config = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "init_bank": init_bank,
                                     "sampler_defaults": defaults})
-    model = ConceptModel(config)
+    model = build_model(config)
     weights = {k: v for k, v in ckpt.model.state_dict().items() if k != "init_bank"}
     model.load_state_dict(weights, strict=False)  # the bank is filled below
     if init_bank:

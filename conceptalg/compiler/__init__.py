@@ -1,0 +1,52 @@
+"""Concept expression → normal form → flat energy program → :class:`ComposedEnergy`.
+
+**Normal form.** Weights and negations move outward: every And/Or child is a term
+``(w, sign, body)`` (:func:`conceptalg.expr.split_term`), double negations vanish, nested Ors
+of weight 1 are flattened. Under ``product`` and ``guidance`` an And is a weighted sum and ``~``
+a sign, so nested Ands are flattened through weights *and* negations (``c & ~(a & ~b)`` is
+``c & ~a & b``, ``2 * (~a & ~b)`` is ``2 * ~a & 2 * ~b``); under ``logic`` only through weights
+(``P(a ∧ b)^w = P(a)^w P(b)^w``). Repeated And terms fold into one weight.
+
+**Semantics** (design §4; ``E_0`` is the base energy, τ = ``or_temperature``, ℓ_i OR log-weights):
+
+- ``product``: an And is ``Σ w_i · sign_i · E[body_i]``, plus one ``E_0`` when no term is
+  positive; an Or is ``−τ · logsumexp_i(ℓ_i − E[child_i] / τ)``; a negation anywhere else (the
+  root, an Or child) is ``E_0 − w · E[body]``; a concept is ``E_c``.
+- ``guidance``: ``E = E_0 + w · D`` (``w`` = ``guidance_scale``, default 1) where ``D`` follows
+  the product rules on ``D_c = E_c − E_0`` with the anchor ``D_0 = 0`` (so ``~f`` is ``−D[f]``:
+  ratio negation).
+- ``logic``: ``E = E_0 − log P``, ``P(a ∧ b) = P(a)P(b)``, ``P(¬a) = 1 − P(a)``,
+  ``P(a ∨ b) = 1 − (1 − P(a))(1 − P(b))``, a term ``(w, sign, body)`` is ``P(body)^w`` or
+  ``(1 − P(body))^w``; computed in log space with ``log1mexp(u) = log(1 − e^u)``.
+
+**Mixture weights.** An Or mixes its disjuncts in proportion to their partition functions
+``Z_i = ∫ exp(−E_i)``, which are arbitrary for learned heads: with ℓ_i = 0 and τ = 1 disjunct
+``i`` gets mass ``Z_i / Σ_j Z_j``. :meth:`ComposedEnergy.calibrate` estimates ``log Z_i / Z_0``
+and returns the log-weights that equalise (or set) the proportions.
+
+``semantics=None`` is the library's ``default_semantics`` (a trained model records one), else
+``product``.
+
+**Noise levels and scores** (design §0). ``E(x, σ)``: leaves whose energies take ``sigma`` are
+evaluated at the level given to ``forward``/``score`` (level σ = the data law convolved with
+``N(0, σ² I)``); the others ignore it. Heads that give only scores (``kind="score"``) compose
+where ``E`` is linear in its concepts (AND, NOT, weights under product or guidance): then
+``score = −∇_x E`` is available but ``forward`` is not.
+
+**Modules**, each readable alone, imports one way (top to bottom):
+
+- :mod:`.normalize` — expression → normal form (pure, cached);
+- :mod:`.plan` — normal form → flat op list over value slots, and its linear coefficients
+  (pure; the ops run tensors);
+- :mod:`.calls` — one batched call per model (energies or scores, at a noise level);
+- :mod:`.checks` — construction-time resolution and errors (names, base, semantics, scores);
+- :mod:`.energy` — :class:`ComposedEnergy`: ``forward(x, sigma)``, ``score(x, sigma)``;
+- :mod:`.printers` — formulas and :func:`explain`, for humans.
+"""
+
+from .energy import ComposedEnergy, compose
+from .normalize import SEMANTICS, _normal_form, normal_form  # _normal_form: bench/compose.py
+from .plan import log1mexp
+from .printers import explain
+
+__all__ = ["compose", "ComposedEnergy", "explain", "normal_form", "log1mexp", "SEMANTICS"]

@@ -1,0 +1,381 @@
+"""ComposedEnergy: the composed energy ``E(x, σ)`` of an expression, and its score ``−∇_x E``.
+
+The constructor resolves and checks everything (:mod:`.checks`), plans the program
+(:mod:`.plan`) and groups the model calls (:mod:`.calls`); ``forward`` and ``score`` only run
+tensors. Atoms are what the leaves give at temperature 1 — ``E_c`` for energy and score heads,
+``log p(c|x)`` for classifier heads — plus ``E_0``. When every op is linear (product or guidance
+without an OR) the root is ``Σ_i a_i · atom_i``; the coefficients ``a_i`` are derived once, so
+``score = Σ_i a_i · (−∇ atom_i)`` can mix heads that give energies (differentiated by autograd)
+and heads that give only scores (``concept_scores``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CompileError
+from ..expr import Expr, as_expr, format_number
+from ..library import SAMPLING_HINTS, as_library
+from .calls import _Leaf, as_sigma, evaluate_head, plan_calls
+from .checks import (base_head, check_base, check_or_temperature, check_scores, log_weight_table,
+                     resolve_leaves, resolve_semantics)
+from .normalize import _normal_form, _to_expr
+from .plan import _Planner, _SoftMin, linear_form
+
+__all__ = ["compose", "ComposedEnergy"]
+
+_BASE_KEY = "(base)"
+# How a leaf's raw output becomes its slot value, by (semantics, head kind).
+_MODES = {("product", "energy"): "E", ("product", "score"): "E", ("product", "log_prob"): "E0-r",
+          ("guidance", "energy"): "E-E0", ("guidance", "score"): "E-E0",
+          ("guidance", "log_prob"): "-r", ("logic", "log_prob"): "r"}
+
+
+class ComposedEnergy(nn.Module):
+    """The energy of a concept expression over a concept library:
+    ``forward(x[B, ...], sigma=None) -> E[B]`` and ``score(x, sigma=None) -> −∇_x E [B, ...]``.
+
+    Built by :func:`compose` (same arguments); see :mod:`conceptalg.compiler` for the semantics.
+    Everything that can fail by name or structure fails here, at construction. Models that are
+    ``nn.Module``s are registered as submodules, so ``.to(device)`` and ``.eval()`` reach them.
+
+    Attributes: ``expr`` (the expression), ``semantics``, ``semantics_from_library`` (True when
+    it is the library's default), ``guidance_scale`` (``w`` under guidance, else ``None``),
+    ``or_temperature``, ``normal_form`` (an expression), ``leaves`` (DSL spellings of the
+    distinct leaves), ``library``, ``sigma_aware`` (some leaf or the base takes ``sigma``),
+    ``score_only`` (some leaf or the needed base gives only a score: no ``forward``).
+
+    Example:
+        >>> import torch
+        >>> lib = {"a": lambda x: x.pow(2).sum(-1), "b": lambda x: (x - 1).pow(2).sum(-1)}
+        >>> energy = compose("a & ~b", lib)
+        >>> energy
+        ComposedEnergy('a & ~b', semantics='product')
+        >>> energy(torch.zeros(3, 2))
+        tensor([-2., -2., -2.])
+        >>> energy.score(torch.zeros(1, 2))  # -grad(|x|² - |x - 1|²) = -2
+        tensor([[-2., -2.]])
+    """
+
+    def __init__(self, expr: Expr | str, concepts: Any, *, base: Callable | None = None,
+                 semantics: str | None = None, or_temperature: float = 1.0,
+                 or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
+                 guidance_scale: float | None = None) -> None:
+        super().__init__()
+        self.expr = as_expr(expr)
+        self.library = as_library(concepts)
+        semantics, self.semantics_from_library, self.guidance_scale = resolve_semantics(
+            concepts, self.library, semantics, guidance_scale)
+        self.semantics = semantics
+        self.or_temperature = check_or_temperature(or_temperature, semantics, or_log_weights)
+        library_base = base_head(base) if base is not None else getattr(self.library, "base", None)
+        nf = _normal_form(self.expr, semantics != "logic")
+        self.normal_form = _to_expr(nf)
+
+        leaves, leaf_of = resolve_leaves(self.expr, self.library)
+        self._leaves: tuple[_Leaf, ...] = tuple(leaves)
+        self.leaves = tuple(leaf.text for leaf in leaves)
+        log_weights = log_weight_table(self.expr, nf, semantics, or_log_weights)
+        planner = _Planner(lambda c: leaf_of[c], len(leaves), semantics, self.or_temperature,
+                           log_weights)
+        self._root = planner.root(nf)
+        unused = set(log_weights) - planner.used_weights
+        if unused:
+            names = ", ".join(sorted(str(_to_expr(t)) for t in unused))
+            raise CompileError(f"or_log_weights names {names}, "
+                               f"which {'is' if len(unused) == 1 else 'are'} not a disjunct of "
+                               f"`{self.expr}`; disjuncts: "
+                               f"{', '.join(sorted({d for d, _ in planner.disjuncts})) or 'none'}")
+        self._ops, self._n_slots = planner.ops, planner.n
+        self._disjuncts, self._log_weights = planner.disjuncts, log_weights
+        needs_base = library_base is not None and (
+            semantics != "product" or bool(planner.anchored)
+            or any(leaf.head.kind == "log_prob" for leaf in leaves))
+        self._base = library_base if needs_base else None
+        self._library_base = library_base
+        has_or = any(isinstance(op, _SoftMin) for op in self._ops)
+        self._no_energy = check_scores(self.expr, semantics, leaves, self._base, has_or)
+        self.score_only = self._no_energy is not None
+        check_base(self.expr, semantics, leaves, library_base, planner.anchored)
+
+        self._calls, modules = plan_calls(
+            self._leaves, self._base, lambda n, t: self.register_buffer(n, t, persistent=False))
+        self.models = nn.ModuleList(modules)
+        self.sigma_aware = any(call.sigma_aware for call in self._calls)
+        self._leaf_modes = tuple((_MODES[(semantics, leaf.head.kind)], leaf.head.temperature)
+                                 for leaf in self._leaves)
+        self._plan_score()
+        for name in SAMPLING_HINTS:
+            value = getattr(concepts, name, None)
+            if value is None:
+                value = getattr(self.library, name, None)
+            if value is not None:
+                setattr(self, name, value)
+
+    def _plan_score(self) -> None:
+        """The root's coefficient on each atom, when the energy is linear in them: which raw
+        outputs ``score`` differentiates (with their factors) and which it reads as scores."""
+        n = len(self._leaves)
+        eye = torch.eye(n + 1, dtype=torch.float64)  # atoms: the leaves, then E_0
+        e0 = eye[n]
+        forms = {"E": lambda i: eye[i], "E-E0": lambda i: eye[i] - e0,
+                 "E0-r": lambda i: e0 - eye[i], "-r": lambda i: -eye[i]}
+        anchor = e0 if self.semantics == "product" and self._base is not None else None
+        root = None
+        if self.semantics != "logic":
+            root = linear_form(self._ops, [forms[m](i) for i, (m, _) in
+                                           enumerate(self._leaf_modes)],
+                               self._n_slots, self._root, anchor)
+        self._linear = root is not None
+        self._grad_terms: tuple = ()
+        self._score_terms: tuple = ()
+        self._score_calls: tuple = ()
+        self._grad_calls: tuple = ()
+        if root is None:
+            return
+        if self.semantics == "guidance":
+            root = e0 + self.guidance_scale * root
+        heads = [leaf.head for leaf in self._leaves] + [self._base]
+        grad, score = [], []
+        for i, (head, c) in enumerate(zip(heads, root.tolist())):
+            if c == 0.0 or head is None:
+                continue
+            if head.kind == "score":
+                score.append((i, c / head.temperature))
+            else:  # an energy is read at temperature 1; a log-probability as it is
+                grad.append((i, c / head.temperature if head.kind == "energy" else c))
+        self._grad_terms, self._score_terms = tuple(grad), tuple(score)
+        used_grad, used_score = {i for i, _ in grad}, {i for i, _ in score}
+        self._grad_calls = tuple(c for c in self._calls if not c.scores and used_grad & set(c.outs))
+        self._score_calls = tuple(c for c in self._calls if c.scores and used_score & set(c.outs))
+
+    # --- running -----------------------------------------------------------------------------
+    def _sigma(self, sigma: Any, x: Tensor) -> Tensor | None:
+        if sigma is None and not self.sigma_aware:
+            return None
+        return as_sigma(sigma, x)
+
+    def _raw(self, x: Tensor, sigma: Tensor | None) -> tuple[list, Tensor | None]:
+        raw: list = [None] * (len(self._leaves) + 1)
+        for call in self._calls:
+            call(self, x, sigma, raw)
+        e0 = None
+        if self._base is not None:
+            e0 = raw[-1] if self._base.temperature == 1.0 else raw[-1] / self._base.temperature
+        return raw, e0
+
+    def _values(self, x: Tensor, sigma: Tensor | None) -> tuple[list, Tensor | None]:
+        raw, e0 = self._raw(x, sigma)
+        v: list = [None] * self._n_slots
+        for i, (mode, t) in enumerate(self._leaf_modes):
+            r = raw[i]
+            if mode in ("E", "E-E0"):
+                r = r if t == 1.0 else r / t
+                v[i] = r if mode == "E" else r - e0
+            elif mode == "E0-r":
+                v[i] = e0 - r
+            else:
+                v[i] = -r if mode == "-r" else r
+        anchor = e0 if self.semantics == "product" else None
+        for op in self._ops:
+            op(v, anchor)
+        return v, e0
+
+    def _energy(self, x: Tensor, sigma: Tensor | None) -> Tensor:
+        v, e0 = self._values(x, sigma)
+        out = v[self._root]
+        if self.semantics == "guidance":
+            return e0 + out if self.guidance_scale == 1.0 else e0 + self.guidance_scale * out
+        if self.semantics == "logic":
+            return e0 - out
+        return out
+
+    def forward(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """The composed energy ``E[B]`` of a batch ``x[B, ...]`` at noise level ``sigma`` (at
+        temperature 1).
+
+        ``sigma`` is a number or a tensor ``[B]`` (``None``: 0, the data level); σ-aware leaves
+        and base receive it as ``sigma=s[B]``, the others ignore it. A bad ``sigma`` raises
+        :class:`ValueError` (a tensor's values are checked with one host sync; a number costs
+        none). Raises :class:`CompileError` when the energy is ``score_only``.
+        """
+        if self.score_only:
+            raise CompileError(self._no_energy)
+        return self._energy(x, self._sigma(sigma, x))
+
+    def score(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """The composed score ``−∇_x E(x, σ)``, ``[B, *shape]`` (``sigma`` as in ``forward``).
+
+        For a linear energy (product or guidance without an OR) it is ``Σ_i a_i · (−∇ atom_i)``:
+        score heads contribute their ``concept_scores``, the others ``−∇`` by autograd with
+        respect to ``x`` only (one backward pass for all of them). Otherwise (an OR, or logic;
+        then no head is score-only) it differentiates ``forward``. No graph reaches ``x``
+        through the autograd part; score heads keep theirs.
+
+        Example:
+            >>> lib = {"a": lambda x, sigma: x.pow(2).sum(-1) / (2 * (1 + sigma ** 2))}
+            >>> compose("2 * a", lib).score(torch.ones(1, 2), sigma=1.0)  # -2 x / (1 + σ²)
+            tensor([[-1., -1.]])
+        """
+        s = self._sigma(sigma, x)
+        if not self._linear:
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(self._energy(xg, s).sum(), xg)
+            return -g
+        raw: list = [None] * (len(self._leaves) + 1)
+        out = None
+        if self._score_terms:
+            for call in self._score_calls:
+                call(self, x, s, raw)
+            for i, c in self._score_terms:
+                out = raw[i] * c if out is None else out + raw[i] * c  # [B, *shape]
+        if self._grad_terms:
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                for call in self._grad_calls:
+                    call(self, xg, s, raw)
+                total = None
+                for i, c in self._grad_terms:
+                    total = raw[i] * c if total is None else total + raw[i] * c  # [B]
+                (g,) = torch.autograd.grad(total.sum(), xg)
+            out = -g if out is None else out - g
+        return torch.zeros_like(x) if out is None else out
+
+    def leaf_energies(self, x: Tensor, sigma: float | Tensor | None = None) -> dict[str, Tensor]:
+        """Each distinct leaf's energy ``E_c(x, σ)`` (at temperature 1, ``[B]``), keyed by its
+        DSL spelling, plus ``"(base)"`` for ``E_0`` when the plan uses it: which concept
+        dominates. Raises :class:`CompileError` when the energy is ``score_only``.
+        """
+        if self.score_only:
+            raise CompileError(self._no_energy)
+        raw, e0 = self._raw(x, self._sigma(sigma, x))
+        out = {}
+        for i, leaf in enumerate(self._leaves):
+            if leaf.head.kind == "log_prob":
+                out[leaf.text] = e0 - raw[i]
+            else:
+                out[leaf.text] = raw[i] / leaf.head.temperature
+        if e0 is not None:
+            out[_BASE_KEY] = e0
+        return out
+
+    @torch.no_grad()
+    def calibrate(self, base_samples: Tensor,
+                  proportions: Mapping[str, float] | None = None) -> dict[str, float]:
+        """OR log-weights that give each disjunct the wanted share of the mixture (equal shares
+        by default), estimated from ``base_samples`` drawn from ``p_0 ∝ exp(−E_0)`` (at the
+        data level, σ = 0).
+
+        ``log Z_i / Z_0 ≈ log mean_n exp(E_0(x_n) − E_i(x_n))`` (importance sampling from the
+        base); the returned log-weight of disjunct ``i`` is ``log π_i − log Z_i / Z_0``. The
+        estimates are also kept in ``self.log_partition_ratios``. Exact for τ = 1; the estimate
+        is poor when a disjunct's mass lies where the base has few samples. Under guidance with
+        scale ``w``, disjunct ``i`` is the energy ``E_0 + w·D_i`` (a mixture exactly when
+        ``τ = 1/w``).
+
+        Example (tests/test_compiler.py, ``test_calibrate_balances_an_or``): on the line, with
+        base ``N(0, 3²)`` and disjuncts ``a = N(2, 1)`` scaled by ``e^-3`` and ``b = N(-2, 1)``,
+        ``a | b`` puts 4.7 % of its mass on ``a``; with
+        ``compose("a | b", lib, or_log_weights=compose("a | b", lib).calibrate(x0))`` from
+        20 000 base samples (seed 0) the achieved shares are 50.6 % / 49.4 % (seeds 0-4:
+        49.8-50.6 % on ``a``); the estimates of ``log Z_i / Z_0`` are -4.11 and -1.09 against
+        the exact -4.10 and -1.10.
+        """
+        if self.score_only:
+            raise CompileError(self._no_energy)
+        if self.semantics == "logic":
+            raise CompileError("calibrate applies to the product and guidance semantics")
+        if not self._disjuncts:
+            raise CompileError(f"`{self.expr}` has no OR to calibrate")
+        if self._library_base is None:
+            raise CompileError("calibrate needs a base energy E_0: the base samples come from "
+                               "exp(-E_0)")
+        if self._library_base.kind == "score":
+            raise CompileError(check_scores(self.expr, self.semantics, [], self._library_base,
+                                            False))
+        known = {text for text, _ in self._disjuncts}
+        if proportions is not None and set(proportions) - known:
+            raise CompileError(f"proportions name {sorted(set(proportions) - known)}, which are "
+                               f"not disjuncts; disjuncts: {', '.join(sorted(known))}")
+        sigma = self._sigma(None, base_samples)
+        v, e0 = self._values(base_samples, sigma)
+        if e0 is None:  # the plan itself does not use E_0
+            base = self._library_base
+            e0 = evaluate_head(base, base_samples, as_sigma(None, base_samples)
+                               if base.sigma_aware else None)
+        n = base_samples.shape[0]
+        self.log_partition_ratios: dict[str, float] = {}
+        weights = {}
+        for text, slot in self._disjuncts:
+            d = v[slot] if self.semantics == "guidance" else v[slot] - e0
+            if self.semantics == "guidance" and self.guidance_scale != 1.0:
+                d = d * self.guidance_scale  # the disjunct's energy is E_0 + w D_i
+            log_z = float(torch.logsumexp(-d.double(), dim=0) - math.log(n))
+            self.log_partition_ratios[text] = log_z
+            share = 1.0 if proportions is None else proportions.get(text, 0.0)
+            weights[text] = (math.log(share) if share > 0 else -math.inf) - log_z
+        return weights
+
+    # --- showing -----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        extra = ""
+        if self.guidance_scale not in (None, 1.0):
+            extra += f", guidance_scale={format_number(self.guidance_scale)}"
+        if self.or_temperature != 1.0:
+            extra += f", or_temperature={format_number(self.or_temperature)}"
+        return f"ComposedEnergy({str(self.expr)!r}, semantics={self.semantics!r}{extra})"
+
+    def explain(self) -> str:
+        """The semantics in force, the normal form, the leaves (what computes each, which share
+        a batched call, which take ``sigma`` or give only a score) and the formula, as text.
+        """
+        from .printers import describe  # printers read the program, never the reverse
+        return describe(self)
+
+
+def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = None,
+            semantics: str | None = None, or_temperature: float = 1.0,
+            or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
+            guidance_scale: float | None = None) -> ComposedEnergy:
+    """Compile a concept expression into one energy over a concept library (design §4).
+
+    ``concepts`` is a :class:`~conceptalg.library.ConceptLibrary`, a trained model with the
+    library interface, or a ``dict`` of energy functions (keys ``"red"``, ``"color=red"``,
+    ``"at"``). ``base`` is ``E_0`` (overrides the library's). ``semantics`` is ``"product"``
+    (AND = sum, OR = soft-min, NOT = subtraction anchored by ``E_0`` where needed),
+    ``"guidance"`` (classifier-free guidance around ``E_0``: ``E = E_0 + w·D``, ``w`` =
+    ``guidance_scale``) or ``"logic"`` (probabilities of classifier heads); ``None`` means the
+    library's ``default_semantics`` (a trained model records one), else ``"product"``;
+    ``guidance_scale=None`` means the library's ``guidance_scale``, else 1.
+    ``or_temperature`` is τ of the soft-min. ``or_log_weights`` adds a log-weight to disjuncts:
+    a dict keyed by disjunct text (``{"a": 0.0, "b & c": -1.2}``, matched by normal form,
+    applied wherever that disjunct appears in an OR), or a sequence with one value per disjunct
+    of a root OR.
+
+    Leaves whose energies take ``sigma`` are evaluated at the noise level given to ``forward``
+    and ``score``; heads that give only scores (``kind="score"``) compose where the energy is
+    linear in its concepts (then only ``score`` is available).
+
+    Raises :class:`UnknownConceptError` for names the library lacks (all of them, each with a
+    did-you-mean) and :class:`CompileError` for an unanchored negation without a base, a
+    semantics the library cannot support, energy values needed from a score-only head, or bad
+    arguments.
+
+    Example:
+        >>> import torch
+        >>> lib = {"a": lambda x: x.pow(2).sum(-1), "b": lambda x: (x - 1).pow(2).sum(-1)}
+        >>> compose("a | b", lib, or_temperature=0.5)(torch.zeros(1, 2))
+        tensor([-0.0091])
+        >>> compose("~a", lib)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+          ...
+        conceptalg.errors.CompileError: `~a` needs a base energy E_0 (...) ... Anchor the negation: `x & ~a`, or give a base (...)
+    """
+    return ComposedEnergy(expr_or_text, concepts, base=base, semantics=semantics,
+                          or_temperature=or_temperature, or_log_weights=or_log_weights,
+                          guidance_scale=guidance_scale)

@@ -1,0 +1,211 @@
+"""The energy program: the normal form lowered to a flat list of tensor ops over value slots.
+
+Slots ``0 .. n_leaves − 1`` hold the leaf values (filled by the model calls, see
+:mod:`conceptalg.compiler.energy`); every op reads earlier slots and writes one new slot:
+
+- :class:`_Lin` ``Σ c_i · v[i]`` (+ ``E_0`` when anchored): product/guidance And, weights, ``~``;
+- :class:`_SoftMin` ``−τ · logsumexp_i(ℓ_i − v[i] / τ)``: product/guidance Or;
+- :class:`_LogAnd` / :class:`_LogOr`: log-probabilities of logic's And and (noisy-or) Or.
+
+:class:`_Planner` builds the list once, at construction, sharing equal subtrees; the ops only
+run tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..expr import Concept
+from .normalize import _NAnd, _Term, _to_expr
+
+__all__ = ["log1mexp"]
+
+_LN2 = math.log(2.0)
+
+
+def log1mexp(u: Tensor) -> Tensor:
+    """``log(1 − exp(u))`` for ``u ≤ 0``, stable at both ends (Mächler's two branches).
+
+    Each branch sees a clamped input, so the branch not taken never produces inf/NaN gradients.
+
+    Example:
+        >>> float(log1mexp(torch.tensor(math.log(0.25))).exp())
+        0.75
+    """
+    small = u < -_LN2
+    far = torch.log1p(-torch.exp(torch.clamp(u, max=-_LN2)))
+    near = torch.log(-torch.expm1(torch.clamp(u, min=-_LN2)))
+    return torch.where(small, far, near)
+
+
+class _Lin:
+    """``out = Σ c_i · v[i]`` (+ the anchor ``E_0`` when ``anchor``)."""
+
+    __slots__ = ("out", "ins", "coefs", "anchor")
+
+    def __init__(self, out, ins, coefs, anchor):
+        self.out, self.ins, self.coefs, self.anchor = out, tuple(ins), tuple(coefs), anchor
+
+    def __call__(self, v: list, e0: Tensor | None) -> None:
+        acc = v[self.ins[0]] if self.coefs[0] == 1.0 else v[self.ins[0]] * self.coefs[0]
+        for i, c in zip(self.ins[1:], self.coefs[1:]):
+            acc = acc + v[i] if c == 1.0 else (acc - v[i] if c == -1.0 else acc + c * v[i])
+        if self.anchor and e0 is not None:
+            acc = acc + e0
+        v[self.out] = acc
+
+
+class _SoftMin:
+    """``out = −τ · logsumexp_i(ℓ_i − v[i] / τ)``."""
+
+    __slots__ = ("out", "ins", "tau", "log_weights")
+
+    def __init__(self, out, ins, tau, log_weights):
+        self.out, self.ins, self.tau, self.log_weights = out, tuple(ins), tau, tuple(log_weights)
+
+    def __call__(self, v: list, e0: Tensor | None) -> None:
+        cols = []
+        for i, lw in zip(self.ins, self.log_weights):
+            z = -v[i] if self.tau == 1.0 else v[i] * (-1.0 / self.tau)
+            cols.append(z if lw == 0.0 else z + lw)
+        out = torch.logsumexp(torch.stack(cols, dim=-1), dim=-1)  # [B]
+        v[self.out] = -out if self.tau == 1.0 else out * (-self.tau)
+
+
+class _LogAnd:
+    """``out = Σ w_i · (v[i] or log1mexp(v[i]))``: log P of a conjunction of terms."""
+
+    __slots__ = ("out", "ins", "weights", "negs")
+
+    def __init__(self, out, ins, weights, negs):
+        self.out, self.ins, self.weights, self.negs = out, tuple(ins), tuple(weights), tuple(negs)
+
+    def __call__(self, v: list, e0: Tensor | None) -> None:
+        acc = None
+        for t in _log_terms(v, self.ins, self.weights, self.negs):
+            acc = t if acc is None else acc + t
+        v[self.out] = acc
+
+
+class _LogOr:
+    """``out = log1mexp(Σ log1mexp(term_i))``: log P of a (noisy-or) disjunction of terms."""
+
+    __slots__ = ("out", "ins", "weights", "negs")
+
+    def __init__(self, out, ins, weights, negs):
+        self.out, self.ins, self.weights, self.negs = out, tuple(ins), tuple(weights), tuple(negs)
+
+    def __call__(self, v: list, e0: Tensor | None) -> None:
+        acc = None
+        for t in _log_terms(v, self.ins, self.weights, self.negs):
+            t = log1mexp(t)
+            acc = t if acc is None else acc + t
+        v[self.out] = log1mexp(acc)
+
+
+def _log_terms(v, ins, weights, negs):
+    for i, w, neg in zip(ins, weights, negs):
+        t = log1mexp(v[i]) if neg else v[i]
+        yield t if w == 1.0 else t * w
+
+
+class _Planner:
+    """Lowers the normal form to ops over value slots (leaves first), sharing equal subtrees."""
+
+    def __init__(self, leaf_slot: Callable[[Concept], int], n_leaves: int, semantics: str,
+                 tau: float, log_weights: dict):
+        self.leaf_slot, self.n = leaf_slot, n_leaves
+        self.logic = semantics == "logic"
+        self.tau, self.log_weights, self.used_weights = tau, log_weights, set()
+        self.ops: list = []
+        self.memo: dict = {}
+        self.anchored: list[tuple[str, str]] = []  # (term text, why) for each E_0 the plan uses
+        self.disjuncts: list[tuple[str, int]] = []  # (text, slot) of every Or child
+
+    def _new(self, op_cls, *args) -> int:
+        slot = self.n
+        self.n += 1
+        self.ops.append(op_cls(slot, *args))
+        return slot
+
+    def root(self, term: _Term) -> int:
+        return self.term(term, "at the root")
+
+    def term(self, t: _Term, where: str) -> int:
+        if t.weight == 1.0 and t.sign > 0:
+            return self.node(t.body)
+        key = ("term", t)
+        if key not in self.memo:
+            body = self.node(t.body)
+            if self.logic:
+                self.memo[key] = self._new(_LogAnd, [body], [t.weight], [t.sign < 0])
+            else:
+                if t.sign < 0:
+                    self.anchored.append((str(_to_expr(t)), f"a negation {where} is "
+                                          f"E_0 - w * E[body]"))
+                self.memo[key] = self._new(_Lin, [body], [t.sign * t.weight], t.sign < 0)
+        return self.memo[key]
+
+    def node(self, body: Any) -> int:
+        if isinstance(body, Concept):
+            return self.leaf_slot(body)
+        if body in self.memo:
+            return self.memo[body]
+        if isinstance(body, _NAnd):
+            ins = [self.node(t.body) for t in body.terms]
+            if self.logic:
+                slot = self._new(_LogAnd, ins, [t.weight for t in body.terms],
+                                 [t.sign < 0 for t in body.terms])
+            else:
+                anchor = not any(t.sign > 0 for t in body.terms)
+                if anchor:
+                    self.anchored.append((str(_to_expr(body)), "an AND with no positive term "
+                                          "is anchored by E_0"))
+                slot = self._new(_Lin, ins, [t.sign * t.weight for t in body.terms], anchor)
+        else:
+            if self.logic:
+                ins = [self.node(t.body) for t in body.terms]
+                slot = self._new(_LogOr, ins, [t.weight for t in body.terms],
+                                 [t.sign < 0 for t in body.terms])
+            else:
+                ins = [self.term(t, "inside an OR") for t in body.terms]
+                lw = []
+                for t, s in zip(body.terms, ins):
+                    self.disjuncts.append((str(_to_expr(t)), s))
+                    lw.append(self._log_weight(t))
+                slot = self._new(_SoftMin, ins, self.tau, lw)
+        self.memo[body] = slot
+        return slot
+
+    def _log_weight(self, t: _Term) -> float:
+        if t in self.log_weights:
+            self.used_weights.add(t)
+            return self.log_weights[t]
+        return 0.0
+
+
+
+
+def linear_form(ops: list, leaf_forms: list[Tensor], n_slots: int, root: int,
+                anchor: Tensor | None) -> Tensor | None:
+    """The root's coefficients over the atoms (each leaf's quantity and ``E_0``) when every op is
+    linear, else ``None``: the same ops, run once on coefficient vectors instead of values.
+
+    ``leaf_forms[i]`` is leaf slot ``i`` as a vector over the atoms, ``anchor`` is ``E_0``'s
+    unit vector (``None`` when the plan adds no anchor).
+
+    Example:
+        >>> e = torch.eye(3, dtype=torch.float64)  # atoms: a, b, E_0
+        >>> linear_form([_Lin(2, [0, 1], [2.0, -1.0], False)], [e[0], e[1]], 3, 2, e[2]).tolist()
+        [2.0, -1.0, 0.0]
+    """
+    if not all(isinstance(op, _Lin) for op in ops):
+        return None
+    v: list = list(leaf_forms) + [None] * (n_slots - len(leaf_forms))
+    for op in ops:
+        op(v, anchor)
+    return v[root]

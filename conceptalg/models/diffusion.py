@@ -1,0 +1,377 @@
+"""Noise-conditioned concept energies trained by denoising score matching (design §6).
+
+A :class:`DiffusionModel` gives every concept ``c`` (and the base, "no concept") an energy
+``E_c(x, σ)`` of the data law convolved with ``N(0, σ² I)`` — the public σ convention of
+design §0: variance exploding, in the data's own units. One network computes all of them,
+conditioned on the concept (an embedding; parametric concepts add Fourier features of their
+arguments) and on σ, both as per-channel scale and shift in every block (FiLM).
+
+Inside, the network follows EDM (Karras et al. 2022). With ``μ`` the data mean, ``σ_d`` the
+data's standard deviation, ``s² = σ² + σ_d²``::
+
+    c_skip = σ_d² / s²,   c_out = σ σ_d / s,   c_in = 1 / s,   c_noise = ln(σ) / 4
+    D(x; σ, c) = μ + c_skip (x − μ) + c_out F(c_in (x − μ); c_noise, c)
+
+is the denoiser; the score is ``∇ log p_σ(x | c) = (D − x) / σ²`` (Tweedie). Two
+parameterisations (``ModelConfig.parameterization``):
+
+- ``score``: ``F`` is the network's output ``f_θ``. Cheapest to train; gives scores only, so
+  an expression or sampler that needs energy *values* (OR, ``logic``, MALA/HMC/MH) refuses it.
+- ``energy``: a scalar energy whose gradient has exactly the preconditioned form above,
+  ``E(x; σ, c) = (1 − c_skip) ‖x − μ‖² / (2σ²) + (σ_d / σ) g(u),  u = c_in (x − μ)``,
+  ``g(u) = −⟨f_θ(u), u⟩``; then ``−∇_x E = (D − x)/σ²`` with ``F = −∇_u g = f_θ + J_fᵀ u``.
+  Training differentiates through ``∇_x E`` (about 3× the cost of a score step).
+
+σ = 0 (the data level, ``sigma=None`` in :meth:`ComposedEnergy.forward`) is evaluated at the
+smallest trained level ``σ_min``: the learned energy is not defined below it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["DiffusionModel", "NoiseConditionedUNet", "NoiseConditionedMLP", "fourier_features",
+           "edm_coefficients"]
+
+
+def fourier_features(t: Tensor, bands: int = 6) -> Tensor:
+    """``[B, n] -> [B, n·2·bands]`` sin/cos features at frequencies 2^k·π.
+
+    Example:
+        >>> fourier_features(torch.zeros(3, 2)).shape
+        torch.Size([3, 24])
+    """
+    freqs = (2.0 ** torch.arange(bands, device=t.device, dtype=t.dtype)) * math.pi
+    angles = t.unsqueeze(-1) * freqs  # [B, n, bands]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+def edm_coefficients(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
+    """EDM's ``(c_skip, c_out, c_in)`` for noise levels ``sigma[B]`` (module docstring).
+
+    Example:
+        >>> [round(float(c), 4) for c in edm_coefficients(torch.tensor([0.5]), 0.5)]
+        [0.5, 0.3536, 1.4142]
+    """
+    s2 = sigma.square() + sigma_data ** 2
+    return sigma_data ** 2 / s2, sigma * sigma_data / s2.sqrt(), s2.rsqrt()
+
+
+class _NoiseEmbedding(nn.Module):
+    """``c_noise = ln(σ)/4`` → sinusoidal features → MLP: ``[B] -> [B, d]``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        half = dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(1e3) * torch.arange(half) / half),
+                             persistent=False)
+        self.net = nn.Sequential(nn.Linear(2 * half, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, sigma: Tensor) -> Tensor:
+        angles = (sigma.log() / 4)[:, None] * self.freqs * 100.0          # [B, d/2]
+        return self.net(torch.cat([angles.cos(), angles.sin()], dim=1))   # [B, d]
+
+
+def _groups(channels: int) -> int:
+    return 8 if channels % 8 == 0 else 1
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm–SiLU–conv twice, the embedding as per-channel scale and shift in between."""
+
+    def __init__(self, c_in: int, c_out: int, emb: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(_groups(c_in), c_in), nn.GroupNorm(_groups(c_out),
+                                                                                 c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.film = nn.Linear(emb, 2 * c_out)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))                 # [B, C, H, W]
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)   # [B, C, 1, 1] each
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(nn.functional.silu(h))
+
+
+class NoiseConditionedUNet(nn.Module):
+    """A small conv UNet ``u[B, C, H, W], emb[B, d] -> [B, C, H, W]`` (one residual block per
+    resolution, stride-2 down, nearest-neighbour up, skip connections).
+
+    Example:
+        >>> net = NoiseConditionedUNet(3, channels=(8, 16), emb=16)
+        >>> net(torch.zeros(2, 3, 16, 16), torch.zeros(2, 16)).shape
+        torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int] = (16, 32, 64),
+                 emb: int = 64) -> None:
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.pool = nn.ModuleList()
+        for i, c in enumerate(channels):
+            self.down.append(_ResBlock(channels[max(i - 1, 0)] if i else c, c, emb))
+            if i + 1 < len(channels):
+                self.pool.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+        self.mid = _ResBlock(channels[-1], channels[-1], emb)
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(channels))):
+            above = channels[-1] if i == len(channels) - 1 else channels[i + 1]
+            self.up.append(_ResBlock(above + channels[i], channels[i], emb))
+        self.out_norm = nn.GroupNorm(_groups(channels[0]), channels[0])
+        self.out = nn.Conv2d(channels[0], in_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, u: Tensor, emb: Tensor) -> Tensor:
+        h = self.stem(u)
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                h = self.pool[i - 1](h)                                   # half resolution
+            h = block(h, emb)
+            skips.append(h)
+        h = self.mid(h, emb)
+        for block in self.up:
+            skip = skips.pop()
+            if h.shape[-1] != skip.shape[-1]:
+                h = nn.functional.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = block(torch.cat([h, skip], dim=1), emb)
+        return self.out(nn.functional.silu(self.out_norm(h)))
+
+
+class NoiseConditionedMLP(nn.Module):
+    """An MLP ``u[B, D], emb[B, d] -> [B, D]`` with per-layer scale and shift from ``emb``.
+
+    Example:
+        >>> NoiseConditionedMLP(2, hidden=(32, 32), emb=16)(torch.zeros(4, 2),
+        ...                                                 torch.zeros(4, 16)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (128, 128, 128), emb: int = 64) -> None:
+        super().__init__()
+        sizes = (dim,) + tuple(int(h) for h in hidden)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.films = nn.ModuleList(nn.Linear(emb, 2 * b) for b in sizes[1:])
+        self.out = nn.Linear(sizes[-1], dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, u: Tensor, emb: Tensor) -> Tensor:
+        h = u
+        for layer, film in zip(self.layers, self.films):
+            scale, shift = film(emb).chunk(2, dim=1)
+            h = nn.functional.silu(layer(h) * (1 + scale) + shift)
+        return self.out(h)
+
+
+class DiffusionModel(nn.Module):
+    """Noise-conditioned concept energies ``E_c(x, σ)`` (or scores) from one network; usable
+    directly as a concept library (``compose`` accepts it). Built from a
+    :class:`~conceptalg.models.ModelConfig` with ``objective="dsm"``; trained by
+    :class:`conceptalg.training.DSMTrainer`.
+
+    ``config.noise`` holds ``sigma_data`` (σ_d), ``mean`` (μ: a number, or one per coordinate of
+    a vector), ``sigma_min`` and ``sigma_max``; ``config.backbone`` is ``"unet"`` (images,
+    ``backbone_options["channels"]``) or ``"mlp"`` (vectors, ``backbone_options["hidden"]``).
+
+    Example:
+        >>> from conceptalg.models import ModelConfig
+        >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left", "right"]},
+        ...                   objective="dsm", backbone="mlp", bounds=None,
+        ...                   backbone_options={"hidden": (32, 32)})
+        >>> model = DiffusionModel(cfg)
+        >>> model.concept_energies(torch.zeros(4, 2), ["side=left", "__base__"],
+        ...                        sigma=torch.full((4,), 0.5)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        from .model import BASE
+        self.config = config
+        self.base_name = BASE
+        self.head_names = config.concept_names
+        self.index = {name: i for i, name in enumerate(self.head_names)}
+        d = config.embedding_dim
+        shape = tuple(config.sample_shape)
+        noise = config.noise
+        self.sigma_data = float(noise["sigma_data"])
+        self.sigma_min = float(noise["sigma_min"])
+        self.sigma_max = float(noise["sigma_max"])
+        mean = torch.as_tensor(noise["mean"], dtype=torch.float32)
+        self.register_buffer("mean", mean.reshape(shape if mean.numel() > 1 else ()),
+                             persistent=False)
+        self.energy_form = config.parameterization == "energy"
+        self.embedding = nn.Embedding(len(self.head_names) + 1, d)  # the last row: the base
+        self.arg_nets = nn.ModuleDict({
+            name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
+            for name, k in config.parametric.items()})
+        self.noise_embedding = _NoiseEmbedding(d)
+        options = dict(config.backbone_options)
+        if config.backbone == "unet":
+            self.net = NoiseConditionedUNet(shape[0], options.get("channels", (16, 32, 64)), d)
+        else:
+            self.net = NoiseConditionedMLP(shape[0], options.get("hidden", (128, 128, 128)), d)
+
+    # --- the network -----------------------------------------------------------------------
+    def _rows(self, heads: Sequence[str]) -> list[int]:
+        out = []
+        for name in heads:
+            if name == self.base_name:
+                out.append(len(self.head_names))
+            elif name in self.index:
+                out.append(self.index[name])
+            else:
+                raise KeyError(f"{type(self).__name__} has no head {name!r}; heads: "
+                               f"{self.head_names}")
+        return out
+
+    def _condition(self, rows: Tensor, args: Tensor | None, sigma: Tensor) -> Tensor:
+        """The embedding ``[B, d]`` of (concept row, arguments, σ) per sample."""
+        e = self.embedding(rows)                                          # [B, d]
+        if args is not None:
+            for name, net in self.arg_nets.items():
+                mask = rows == self.index[name]
+                e = torch.where(mask[:, None], e + net(fourier_features(args)), e)
+        return nn.functional.silu(e + self.noise_embedding(sigma))
+
+    def _sigma(self, sigma: Tensor | float | None, b: int, x: Tensor) -> Tensor:
+        if sigma is None:
+            sigma = 0.0
+        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        s = s.expand(b) if s.dim() == 0 else s.reshape(b)
+        return s.clamp(min=self.sigma_min)  # level 0 is evaluated at the smallest trained σ
+
+    def denoise_for(self, x: Tensor, rows: Tensor, args: Tensor | None, sigma: Tensor, *,
+                    create_graph: bool = False) -> Tensor:
+        """``D(x; σ, c)`` ``[B, *shape]`` with one concept row per sample (``rows``; the base is
+        ``len(head_names)``); the training loss regresses it on clean data. For the energy
+        form it is ``x − σ² ∇E`` (differentiable w.r.t. θ when ``create_graph``)."""
+        sigma = self._sigma(sigma, x.shape[0], x)
+        if not self.energy_form:
+            return self._denoise(x, rows, args, sigma)
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            energy = self._energy(xg, rows, args, sigma)
+            (grad,) = torch.autograd.grad(energy.sum(), xg, create_graph=create_graph)
+        return x - _view(sigma.square(), x) * grad
+
+    def _denoise(self, x: Tensor, rows: Tensor, args: Tensor | None, sigma: Tensor) -> Tensor:
+        c_skip, c_out, c_in = (_view(c, x) for c in edm_coefficients(sigma, self.sigma_data))
+        y = x - self.mean
+        f = self.net(c_in * y, self._condition(rows, args, sigma))
+        return self.mean + c_skip * y + c_out * f
+
+    def _energy(self, x: Tensor, rows: Tensor, args: Tensor | None, sigma: Tensor) -> Tensor:
+        c_skip, _, c_in = edm_coefficients(sigma, self.sigma_data)
+        y = x - self.mean
+        u = _view(c_in, x) * y
+        g = -(self.net(u, self._condition(rows, args, sigma)) * u).flatten(1).sum(1)   # [B]
+        quadratic = (1 - c_skip) * y.square().flatten(1).sum(1) / (2 * sigma.square())
+        return quadratic + (self.sigma_data / sigma) * g
+
+    def _batched(self, x: Tensor, heads: Sequence[str], args, sigma):
+        """Every requested head on every sample, as one ``[K·B]`` batch."""
+        b, k = x.shape[0], len(heads)
+        rows = torch.tensor(self._rows(heads), device=x.device).repeat_interleave(b)
+        xs = x.repeat((k,) + (1,) * (x.dim() - 1))                        # [K·B, ...]
+        a = None
+        if args is not None and any(v is not None for v in args):
+            n = next(v for v in args if v is not None).shape[1]
+            a = torch.cat([x.new_zeros(b, n) if v is None else v.to(x.dtype).expand(b, n)
+                           for v in args])                                # [K·B, n]
+        return xs, rows, a, self._sigma(sigma, b, x).repeat(k)
+
+    # --- the concept-library protocol -------------------------------------------------------
+    def concept_energies(self, x: Tensor, heads: Sequence[str],
+                         args: Sequence[Tensor | None] | None = None, *,
+                         sigma: Tensor | float | None = None) -> Tensor:
+        """Energies ``E_c(x, σ)`` ``[B, K]`` of ``heads`` (``BASE`` = the base) at levels
+        ``sigma`` (``[B]``, a float, or None for the data level); energy form only."""
+        if not self.energy_form:
+            raise RuntimeError("this model was trained with parameterization='score' and gives "
+                               "scores only (concept_scores); train with --parameterization "
+                               "energy for energy values")
+        xs, rows, a, s = self._batched(x, heads, args, sigma)
+        return self._energy(xs, rows, a, s).reshape(len(heads), x.shape[0]).T
+
+    def concept_scores(self, x: Tensor, heads: Sequence[str],
+                       args: Sequence[Tensor | None] | None = None, *,
+                       sigma: Tensor | float | None = None) -> Tensor:
+        """Scores ``∇_x log p_σ(x | c) = −∇_x E_c(x, σ)`` ``[B, K, *shape]``."""
+        xs, rows, a, s = self._batched(x, heads, args, sigma)
+        if self.energy_form:
+            d = self.denoise_for(xs, rows, a, s)
+        else:
+            d = self._denoise(xs, rows, a, s)
+        score = (d - xs) / _view(s.square(), xs)                          # [K·B, ...]
+        b = x.shape[0]
+        return score.reshape(len(heads), b, *x.shape[1:]).transpose(0, 1)
+
+    def forward(self, x: Tensor, sigma: Tensor | float | None = None) -> Tensor:
+        """The base energy ``E_0(x, σ)`` ``[B]`` (energy form)."""
+        return self.concept_energies(x, [self.base_name], sigma=sigma)[:, 0]
+
+    def as_concept_library(self):
+        """A :class:`~conceptalg.library.ConceptLibrary` over the heads (σ-aware; kind
+        ``"score"`` for the score form), carrying the sampling and composition defaults."""
+        from ..library import ConceptLibrary
+
+        cfg = self.config
+        kind = "energy" if self.energy_form else "score"
+        lib = ConceptLibrary()
+        lib.add_model(self, {name: None for name in self.head_names}, kind=kind,
+                      parametric=list(cfg.parametric))
+        lib.set_base(self, self.base_name, kind=kind)
+        lib.sample_shape = cfg.sample_shape
+        lib.bounds = cfg.bounds
+        lib.sampler_defaults = dict(cfg.sampler_defaults)
+        lib.data_mean = self.data_mean
+        lib.sigma_data = self.sigma_data
+        composition = dict(cfg.composition)
+        lib.default_semantics = composition.get("semantics")
+        lib.guidance_scale = composition.get("guidance_scale")
+        return lib
+
+    @property
+    def data_mean(self) -> Tensor:
+        """μ, the centre that samplers start from (``x0 = μ + σ_0 ξ``)."""
+        return self.mean
+
+    @property
+    def init_samples(self) -> None:
+        return None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.config.sample_shape
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        return self.config.bounds
+
+    @property
+    def sampler_defaults(self) -> dict[str, Any]:
+        return dict(self.config.sampler_defaults)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (f"objective='dsm', parameterization={cfg.parameterization!r}, "
+                f"concepts={len(self.head_names)}, sample_shape={cfg.sample_shape}, "
+                f"sigma=[{self.sigma_min:g}, {self.sigma_max:g}]")
+
+
+def _view(v: Tensor, like: Tensor) -> Tensor:
+    """``v[B]`` as ``[B, 1, ..., 1]`` against ``like``."""
+    return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))

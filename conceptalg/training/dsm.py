@@ -1,0 +1,327 @@
+"""Denoising score matching of noise-conditioned concept energies (design §6), the EDM recipe.
+
+Each iteration draws a batch of data ``x``, one concept per sample (the same choice as
+contrastive divergence, :mod:`.conditioning`: the base with probability ``base_fraction``), a
+noise level per sample from the log-normal ``ln σ ~ N(P_mean + ln(σ_d / 0.5), P_std²)`` (EDM's
+``P_mean = −1.2``, ``P_std = 1.2`` at ``σ_d = 0.5``, scaled to the data's own ``σ_d``), and
+regresses the model's denoiser on the clean data:
+
+    L = mean_i λ(σ_i) · mean_pixels (D(x_i + σ_i ε_i; σ_i, c_i) − x_i)²,
+    λ(σ) = (σ² + σ_d²) / (σ σ_d)²                                  (Karras et al. 2022)
+
+No chain runs in the loop. For the energy parameterisation ``D = x − σ² ∇_x E`` is built with
+``create_graph=True``, so θ is trained through the energy's gradient (design §6;
+:class:`~conceptalg.models.diffusion.DiffusionModel`). Adam; an exponential moving average of
+the weights (``torch.optim.swa_utils``) is the model that samples — it is what checkpoints
+store as the model, with the online weights kept beside it for an exact resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..models.diffusion import DiffusionModel
+from ..models.model import ModelConfig
+from ..sampling.settings import check_int
+from .cd import TrainingDiverged
+from .conditioning import ConceptChoices
+from .data import ConceptData
+
+__all__ = ["DSMConfig", "DSMTrainer", "default_dsm_config", "noise_statistics"]
+
+_ONLINE = "online."
+
+
+@dataclass
+class DSMConfig:
+    """Hyper-parameters of denoising score matching (saved with checkpoints).
+
+    ``p_mean``/``p_std``: EDM's log-normal training σ at ``σ_d = 0.5`` (shifted by
+    ``ln(σ_d/0.5)`` for the data's own σ_d). ``sigma_min``/``sigma_max``: the range of levels
+    the model is sampled over (default EDM's 0.002–80 scaled by ``σ_d/0.5``).
+    ``sampling_levels`` and ``rho``: the default reverse-diffusion schedule recorded in the
+    model's ``sampler_defaults`` (Heun on ``sampling_levels`` ρ-spaced levels).
+    """
+
+    steps: int = 7500
+    batch_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    ema: float = 0.999
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    base_fraction: float = 0.2
+    grad_clip: float = 1.0
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    sampling_levels: int = 18
+    rho: float = 7.0
+    max_loss: float = 1e4
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        for name in ("steps", "batch_size", "log_every", "sampling_levels"):
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        for name in ("lr", "p_std", "grad_clip", "rho", "max_loss"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
+        if not 0 <= self.base_fraction <= 1:
+            raise ValueError(f"base_fraction must be in [0, 1], got {self.base_fraction!r}")
+        for name in ("sigma_min", "sigma_max"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be None or a finite number > 0, got {value!r}")
+
+
+def default_dsm_config(sample_shape, **overrides) -> DSMConfig:
+    """Defaults by kind of data: EDM's image recipe (the prototype of references.md: batch 64,
+    Adam 1e-3, EMA 0.999) for ``[C, H, W]``; for vectors a larger batch and a shorter EMA
+    (small MLPs train in a minute, and a 1000-step average would lag behind them).
+
+    Example:
+        >>> default_dsm_config((2,)).batch_size, default_dsm_config((3, 32, 32)).batch_size
+        (256, 64)
+    """
+    if len(tuple(sample_shape)) == 3:
+        return DSMConfig(**overrides)
+    base: dict[str, Any] = dict(batch_size=256, lr=2e-3, ema=0.99, steps=4000, base_fraction=0.2)
+    base.update(overrides)
+    return DSMConfig(**base)
+
+
+def noise_statistics(x: Tensor, config: DSMConfig) -> dict[str, Any]:
+    """The model's ``noise`` entry from data ``x[N, ...]``: the mean (one number for images, one
+    per coordinate for vectors), ``σ_d`` (the standard deviation around it) and the σ range.
+
+    Example:
+        >>> stats = noise_statistics(torch.tensor([[0.0, 2.0], [2.0, 4.0]]), DSMConfig())
+        >>> stats["mean"], stats["sigma_data"]
+        ([1.0, 3.0], 1.0)
+    """
+    x = x.double()
+    mean = x.mean() if x.dim() == 4 else x.mean(0)
+    sigma_data = float((x - mean).square().mean().sqrt())
+    if not (math.isfinite(sigma_data) and sigma_data > 0):
+        raise ValueError(f"the data has no spread (σ_d = {sigma_data}); denoising score matching "
+                         f"needs data that varies")
+    scale = sigma_data / 0.5
+    return {"mean": float(mean) if mean.dim() == 0 else [float(m) for m in mean],
+            "sigma_data": sigma_data,
+            "sigma_min": config.sigma_min if config.sigma_min is not None else 0.002 * scale,
+            "sigma_max": config.sigma_max if config.sigma_max is not None else 80.0 * scale}
+
+
+class DSMTrainer:
+    """Trains a :class:`~conceptalg.models.diffusion.DiffusionModel` on :class:`ConceptData`
+    by denoising score matching. ``trainer.model`` is the EMA model (what samples);
+    ``trainer.online`` the weights the optimiser moves. ``parameterization`` is ``"energy"``
+    (default: energy values, every semantics and sampler) or ``"score"`` (cheaper; scores only).
+
+    Example:
+        >>> x = torch.cat([torch.randn(200, 2) - 2, torch.randn(200, 2) + 2])
+        >>> data = ConceptData.from_labels(x, ["left"] * 200 + ["right"] * 200)
+        >>> trainer = DSMTrainer(data, config=default_dsm_config((2,), steps=5))
+        >>> history = trainer.fit()
+        >>> trainer.model.config.sampler_defaults["sampler"]
+        'heun'
+    """
+
+    def __init__(self, data: ConceptData, *, model: DiffusionModel | None = None,
+                 config: DSMConfig | None = None, parameterization: str = "energy",
+                 backbone_options: dict | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.data = data
+        self.config = config or default_dsm_config(data.sample_shape)
+        cfg = self.config
+        self.device = torch.device(device or "cpu")
+        if model is None:
+            with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
+                torch.manual_seed(cfg.seed)
+                model = DiffusionModel(self._model_config(parameterization, backbone_options))
+        if not isinstance(model, DiffusionModel):
+            raise TypeError(f"DSMTrainer trains a DiffusionModel (objective='dsm'), got "
+                            f"{type(model).__name__}")
+        if tuple(model.config.sample_shape) != data.sample_shape:
+            raise ValueError(f"the model takes samples {model.config.sample_shape}, the data "
+                             f"has {data.sample_shape}")
+        self.online = model.to(self.device)
+        self.ema = AveragedModel(self.online, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema),
+                                 use_buffers=True)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self._choices = ConceptChoices(data, self.online.index)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def model(self) -> DiffusionModel:
+        """The EMA-averaged model: the one to sample from, save and ship."""
+        return self.ema.module
+
+    def _model_config(self, parameterization: str, backbone_options) -> ModelConfig:
+        data, cfg = self.data, self.config
+        image = len(data.sample_shape) == 3
+        options = dict(backbone_options or {})
+        options.setdefault("channels" if image else "hidden",
+                           (16, 32, 64) if image else (128, 128, 128))
+        noise = noise_statistics(data.x, cfg)
+        parametric = {name: int(args.shape[2]) for name, (args, _) in data.parametric.items()}
+        from ..sampling import karras_sigmas
+        levels = karras_sigmas(cfg.sampling_levels, noise["sigma_min"], noise["sigma_max"],
+                               cfg.rho)
+        # images compose as conditional diffusion does (guidance); vectors by the product of
+        # experts, whose OR and NOT are the densities' own (design §4)
+        composition = {"semantics": "guidance", "guidance_scale": 1.0} if image else \
+            {"semantics": "product"}
+        return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
+                           parametric=parametric, heads="film",
+                           backbone="unet" if image else "mlp", backbone_options=options,
+                           bounds=data.bounds, objective="dsm",
+                           parameterization=parameterization, noise=noise,
+                           sampler_defaults={"sampler": "heun",
+                                             "sigmas": [round(s, 6) for s in levels]},
+                           composition=composition)
+
+    # --- one iteration -----------------------------------------------------------------------
+    def loss(self, x: Tensor, head: Tensor, args: Tensor | None, sigma: Tensor,
+             noise: Tensor) -> Tensor:
+        """The EDM-weighted denoising loss of one batch (module docstring)."""
+        model = self.online
+        rows = torch.where(head < 0, len(model.head_names), head)
+        denoised = model.denoise_for(x + _view(sigma, x) * noise, rows, args, sigma,
+                                     create_graph=True)
+        sd = model.sigma_data
+        weight = (sigma.square() + sd ** 2) / (sigma * sd).square()                # [B]
+        return (weight * (denoised - x).square().flatten(1).mean(1)).mean()
+
+    def _batch(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        cfg, data, g = self.config, self.data, self.generator
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        head, args = self._choices.draw(idx, g, base_fraction=cfg.base_fraction)
+        shift = math.log(self.online.sigma_data / 0.5)
+        sigma = torch.exp(cfg.p_mean + shift + cfg.p_std * torch.randn(len(idx), generator=g))
+        noise = torch.randn((len(idx), *data.sample_shape), generator=g)
+        to = self.device
+        return (data.x[idx].to(to), head.to(to), None if args is None else args.to(to),
+                sigma.to(to), noise.to(to))
+
+    def train_step(self) -> dict[str, float]:
+        """One iteration; returns its metrics (floats)."""
+        cfg = self.config
+        self.online.train()
+        loss = self.loss(*self._batch())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.grad_clip)
+        value = float(loss.detach())
+        if not (math.isfinite(value) and value < cfg.max_loss and torch.isfinite(grad_norm)):
+            raise TrainingDiverged(
+                f"denoising score matching diverged at step {self.step + 1}: loss {value:.4g} "
+                f"(limit {cfg.max_loss:g}), gradient norm {float(grad_norm):.4g}. The weights "
+                f"were not updated; lower the learning rate (lr={cfg.lr:g}).")
+        self.optimizer.step()
+        self.ema.update_parameters(self.online)
+        self.step += 1
+        return {"step": self.step, "loss": value, "grad norm": float(grad_norm)}
+
+    def fit(self, steps: int | None = None, *, progress: bool = False,
+            callback: Callable[["DSMTrainer", dict], None] | None = None) -> list[dict]:
+        """Run ``steps`` iterations (default: up to ``config.steps``); returns the history of
+        logged metrics (the loss averaged since the last log). Raises
+        :class:`TrainingDiverged` on a non-finite or exploding loss."""
+        cfg = self.config
+        total = cfg.steps - self.step if steps is None else int(steps)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, desc="training (dsm)", unit="it")
+        last = self.history[-1] if self.history else {}
+        start = time.perf_counter() - last.get("seconds", 0.0)
+        cpu_start = time.process_time() - last.get("cpu seconds", 0.0)
+        losses: list[float] = []
+        try:
+            for _ in range(total):
+                metrics = self.train_step()
+                losses.append(metrics["loss"])
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    metrics["loss"] = sum(losses) / len(losses)
+                    losses.clear()
+                    metrics["seconds"] = time.perf_counter() - start
+                    metrics["cpu seconds"] = time.process_time() - cpu_start
+                    self.history.append(metrics)
+                    if callback is not None:
+                        callback(self, metrics)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({"loss": f"{metrics['loss']:.3g}"}, refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.model.eval()
+        return self.history
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint records besides tensors (JSON)."""
+        return {"objective": "dsm", "train_config": asdict(self.config), "step": self.step,
+                "history": self.history, "world_size": 1,
+                "data": {"name": self.data.name, "n": len(self.data),
+                         "factors": self.data.factors,
+                         "parametric": sorted(self.data.parametric), **self.data.spec}}
+
+    def save(self, run_dir, *, keep: int | None = 3):
+        """Write a checkpoint: the EMA model as *the* model (what ``conceptalg.load`` returns),
+        the online weights, optimiser and every RNG state for an exact resume."""
+        from .checkpoint import rng_state_tensors, save_checkpoint
+
+        tensors = {_ONLINE + k: v for k, v in self.online.state_dict().items()}
+        tensors["ema.n_averaged"] = self.ema.n_averaged.detach().clone()
+        tensors["generator"] = self.generator.get_state()
+        tensors.update(rng_state_tensors())
+        return save_checkpoint(run_dir, self.step, model=self.model, optimizer=self.optimizer,
+                               tensors=tensors, metadata=self.metadata(), keep=keep)
+
+    @classmethod
+    def resume(cls, path, data: ConceptData, *, device=None, steps: int | None = None):
+        """A trainer continuing from a checkpoint written by :meth:`save` (bitwise on CPU)."""
+        from ..errors import CheckpointError
+        from .checkpoint import load_checkpoint, restore_rng_state
+
+        ckpt = load_checkpoint(path, map_location=device or "cpu")
+        if ckpt.metadata.get("objective") != "dsm":
+            raise CheckpointError(f"{ckpt.path}: was not written by denoising score matching "
+                                  f"(objective {ckpt.metadata.get('objective', 'cd')!r}); "
+                                  f"resume it with its own objective")
+        settings = dict(ckpt.metadata["train_config"])
+        if steps is not None:
+            settings["steps"] = steps
+        online = copy.deepcopy(ckpt.model)
+        online.load_state_dict({k[len(_ONLINE):]: v for k, v in ckpt.tensors.items()
+                                if k.startswith(_ONLINE)})
+        trainer = cls(data, model=online, config=DSMConfig(**settings), device=device)
+        trainer.ema.module.load_state_dict(ckpt.model.state_dict())
+        trainer.ema.n_averaged.copy_(ckpt.tensors["ema.n_averaged"])
+        ckpt.load_optimizer_state(trainer.optimizer)
+        trainer.generator.set_state(ckpt.tensors["generator"].cpu())
+        restore_rng_state(ckpt.tensors)
+        trainer.step = ckpt.step
+        trainer.history = list(ckpt.metadata.get("history", []))
+        return trainer
+
+
+def _view(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))
