@@ -3,7 +3,8 @@
 **Throughput.** One :class:`~conceptalg.training.Trainer` per arm (``linear``, ``film``,
 ``classifier``, ``classifier`` with colour-blind shape and size heads, ``joint``, plus a second
 ``linear`` trainer for the A/A ratio), the image defaults (batch 64, 20 Langevin steps, width
-32), one thread. The ``joint`` arm is the joint-code baseline (one FiLM network conditioned on the pair's code,
+32), one thread; and one :class:`~conceptalg.training.DSMTrainer` per parameterisation
+(``dsm-score``, ``dsm-energy``: denoising score matching, batch 64, no chain). The ``joint`` arm is the joint-code baseline (one FiLM network conditioned on the pair's code,
 :mod:`conceptalg.evaluation.baseline`). After two warm-up iterations, every repeat runs
 ``--iters`` iterations of each arm in a rotated order; an arm's figure is the median over
 repeats. Reported: iterations/s, training images/s (batch × it/s), Langevin image-steps/s, and
@@ -48,19 +49,23 @@ from conceptalg.evaluation.classifiers import DecoderEvaluator  # noqa: E402
 from conceptalg.evaluation.metrics import Proportion, proportion, score, truth  # noqa: E402
 from conceptalg.evaluation.protocol import ModelSampler, load_arm  # noqa: E402
 from conceptalg.expr import And, Concept  # noqa: E402
-from conceptalg.training import Trainer, builtin_data, default_train_config  # noqa: E402
+from conceptalg.training import (DSMTrainer, Trainer, builtin_data,  # noqa: E402
+                                 default_dsm_config, default_train_config)
 
 RESULTS = ROOT / "bench" / "results"
 #: arm -> how its trainer is built (``joint``: the joint-code baseline)
 ARMS = {"linear": {"heads": "linear"}, "film": {"heads": "film"},
         "classifier": {"heads": "classifier"},
         "classifier + colour-blind": {"heads": "classifier", "colour_blind": ("shape", "size")},
-        "joint": None}
+        "joint": None, "dsm-score": "score", "dsm-energy": "energy"}
 
 
-def _trainer(arm: str, data, joint, config, width: int, seed: int) -> Trainer:
+def _trainer(arm: str, data, joint, config, width: int, seed: int):
     if ARMS[arm] is None:
         return Trainer(joint, model=joint_model({"width": width}, seed=seed), config=config)
+    if isinstance(ARMS[arm], str):  # denoising score matching, the image recipe
+        return DSMTrainer(data, config=default_dsm_config(data.sample_shape, seed=seed),
+                          parameterization=ARMS[arm])
     return Trainer(data, config=config, backbone_options={"width": width}, **ARMS[arm])
 
 
@@ -87,9 +92,10 @@ def throughput(repeats: int, iters: int, width: int, seed: int) -> dict:
     batch, chain = config.batch_size, config.langevin_steps
     rows = {}
     for name in ARMS:
+        dsm = isinstance(ARMS[name], str)  # no chain: image-steps are not a measure of it
         rows[name] = {"s/it": per_it[name], "it/s": 1 / per_it[name],
                       "images/s": batch / per_it[name],
-                      "image-steps/s": batch * chain / per_it[name],
+                      "image-steps/s": None if dsm else batch * chain / per_it[name],
                       "time vs linear": per_it[name] / per_it["linear"]}
     return {"rows": rows, "A/A": per_it["linear (A/A)"] / per_it["linear"],
             "batch_size": batch, "langevin_steps": chain, "width": width,
@@ -101,45 +107,110 @@ def pair_expr(shape: str, color: str):
 
 
 def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
-          sample_steps: int | None, step_scale: float) -> list[dict]:
+          sample_steps: int | None, step_scale: float,
+          guidance_scales: list[float] | None = None) -> list[dict]:
     """Score each snapshot on every pair with one sampler setting for all: the snapshot's own
-    step size times ``step_scale`` and ``sample_steps`` steps (``None``: its own defaults)."""
+    step size times ``step_scale`` and ``sample_steps`` steps (``None``: its own defaults).
+    Snapshots trained by denoising score matching sample with their own reverse-diffusion
+    defaults; their guidance scale is chosen per snapshot among ``guidance_scales`` on **seen**
+    pairs only (the highest strict accuracy), and the held-out pairs are scored at that scale;
+    they also report the fraction of clean unconditional samples (the base alone)."""
     evaluator = DecoderEvaluator()
     points = []
     for path in paths:
-        arm, step, model, held = snapshot(path)
-        options = {"step_size": step_scale * model.sampler_defaults["step_size"]}
-        if sample_steps is not None:
-            options["steps"] = sample_steps
-        generate = JointSampler(model, **options) if arm == "joint" else \
-            ModelSampler(model, **options)
-        parts: dict[str, list[Proportion]] = {k: [] for k in ("seen", "held out", "read seen",
-                                                               "read held out")}
+        arm, step, model, held, hours = snapshot(path)
+        dsm = model.config.objective == "dsm"
+        options = {}
+        if not dsm:
+            options["step_size"] = step_scale * model.sampler_defaults["step_size"]
+            if sample_steps is not None:
+                options["steps"] = sample_steps
+        pairs = [(s, c) for s in SHAPES for c in COLORS]
         start = time.perf_counter()
-        for k, (s, c) in enumerate((s, c) for s in SHAPES for c in COLORS):
-            labels = evaluator(generate(pair_expr(s, c), per_pair, seed + k))
-            where = "held out" if (s, c) in held else "seen"
-            parts[where].append(score(pair_expr(s, c), labels).accuracy)
-            parts[f"read {where}"].append(proportion(truth(pair_expr(s, c), labels)))
-        point = {"path": str(path), "arm": arm, "step": step,
-                 "training hours": step / rates[arm] / 3600 if arm in rates else None,
-                 **{k: _pool(v) for k, v in parts.items()}, "sampler": options,
-                 "eval seconds": round(time.perf_counter() - start, 1)}
+        scales = (guidance_scales or [None]) if dsm else [None]
+        tried = {}
+        for w in scales:
+            generate = JointSampler(model, **options) if arm == "joint" else \
+                ModelSampler(model, guidance_scale=w, **options)
+            tried[w] = _score_pairs(generate, evaluator, pairs, held, per_pair, seed, "seen")
+        chosen = max(scales, key=lambda w: (_pool(tried[w]["seen"])["accuracy"], -(w or 0)))
+        generate = JointSampler(model, **options) if arm == "joint" else \
+            ModelSampler(model, guidance_scale=chosen, **options)
+        parts = {**tried[chosen], **_score_pairs(generate, evaluator, pairs, held, per_pair,
+                                                 seed, "held out")}
+        if hours is None and arm in rates:
+            hours = step / rates[arm] / 3600
+        point = {"path": str(path), "arm": arm, "step": step, "training hours": hours,
+                 **{k: _pool(v) for k, v in parts.items()},
+                 "sampler": options or dict(model.sampler_defaults, sigmas="(the model's)")}
+        if dsm:
+            point["guidance scale"] = chosen
+            point["seen by scale"] = {str(w): _pool(tried[w]["seen"]) for w in scales}
+            point["clean unconditional"] = _pool([clean_unconditional(model, 4 * per_pair, seed)])
+        point["eval seconds"] = round(time.perf_counter() - start, 1)
         print(f"{arm} step {step}: " + ", ".join(
             f"{k} {100 * point[k]['accuracy']:.1f} ± {100 * point[k]['stderr']:.1f} %"
-            for k in parts), flush=True)
+            for k in ("seen", "held out", "read seen", "read held out", "clean unconditional")
+            if k in point) + (f" (guidance {chosen:g})" if dsm else ""), flush=True)
         points.append(point)
     return sorted(points, key=lambda p: (p["arm"], p["step"]))
 
 
-def snapshot(path) -> tuple[str, int, object, frozenset]:
-    """(arm, step, model, held-out pairs) of a snapshot: an exported model, a run's checkpoint
-    (``ckpt-NNNNNN``) or a joint-baseline snapshot (``step-NNNNNN`` of bench/train_joint.py)."""
+def _score_pairs(generate, evaluator, pairs, held, per_pair: int, seed: int,
+                 split: str) -> dict:
+    """Strict and read proportions of one split's pairs (lists of per-pair proportions)."""
+    parts: dict = {split: [], f"read {split}": []}
+    for k, (s, c) in enumerate(pairs):
+        if ((s, c) in held) != (split == "held out"):
+            continue
+        labels = evaluator(generate(pair_expr(s, c), per_pair, seed + k))
+        parts[split].append(score(pair_expr(s, c), labels).accuracy)
+        parts[f"read {split}"].append(proportion(truth(pair_expr(s, c), labels)))
+    return parts
+
+
+def clean_unconditional(model, n: int, seed: int) -> Proportion:
+    """The fraction of ``n`` unconditional samples (the base alone, the model's own sampler
+    defaults) that the decoder reads as one clean object."""
+    from conceptalg import sample
+    from conceptalg.evaluation.decoder import decode_shapes
+
+    x = sample(_Base(model), n, seed=seed)
+    valid = decode_shapes(x.detach().cpu()).valid
+    return Proportion(int(valid.sum()), n)
+
+
+class _Base:
+    """The base head of a diffusion model as a σ-aware, score-only energy for ``sample``."""
+
+    score_only = True
+
+    def __init__(self, model) -> None:
+        self.model = model
+        for hint in ("sample_shape", "bounds", "sampler_defaults", "data_mean", "sigma_data"):
+            setattr(self, hint, getattr(model, hint))
+
+    def __call__(self, x, sigma=None):
+        raise NotImplementedError("score only")
+
+    def score(self, x, sigma=None):
+        from conceptalg.models import BASE
+        return self.model.concept_scores(x, [BASE], sigma=sigma)[:, 0]
+
+
+def snapshot(path) -> tuple[str, int, object, frozenset, float | None]:
+    """(arm, step, model, held-out pairs, CPU hours of training or None) of a snapshot: an
+    exported model, a run's checkpoint (``ckpt-NNNNNN``) or a joint-baseline snapshot
+    (``step-NNNNNN`` of bench/train_joint.py). The hours are the run's own record of process
+    CPU time (denoising-score-matching runs log it), else ``None``."""
     arm, info = load_arm(path)
     if info.step is None:
         raise SystemExit(f"{path}: a joint-baseline snapshot for the curve must be named "
                          f"step-NNNNNN (its training step)")
-    return arm, info.step, info.model, info.holdout or frozenset()
+    history = info.metadata.get("history") or []
+    cpu = [h["cpu seconds"] for h in history if "cpu seconds" in h and h["step"] <= info.step]
+    hours = cpu[-1] / 3600 if cpu else None
+    return arm, info.step, info.model, info.holdout or frozenset(), hours
 
 
 def _pool(parts: list[Proportion]) -> dict:
@@ -208,8 +279,9 @@ def markdown(result: dict) -> str:
                   "| heads | it/s | images/s | image-steps/s | time per it vs linear |",
                   "|---|---|---|---|---|"]
         for arm, row in tp["rows"].items():
+            chain = "–" if row["image-steps/s"] is None else f"{row['image-steps/s']:.0f}"
             lines.append(f"| {arm} | {row['it/s']:.2f} | {row['images/s']:.0f} | "
-                         f"{row['image-steps/s']:.0f} | {row['time vs linear']:.2f} |")
+                         f"{chain} | {row['time vs linear']:.2f} |")
     if result.get("curve"):
         lines += ["", "Accuracy: one clean object of the asked pair; read: the decoder's reading "
                       "of the largest object is the asked pair, clean or not.", "",
@@ -248,21 +320,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="curve: sampler steps for every snapshot (default: its own)")
     parser.add_argument("--step-scale", type=float, default=1.0,
                         help="curve: multiply each snapshot's step size (default 1)")
+    parser.add_argument("--guidance-scales", default="1,2,3,5",
+                        help="curve, dsm snapshots: guidance scales to choose from on seen "
+                             "pairs (comma-separated)")
     parser.add_argument("--out", default=str(RESULTS / "training.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     result: dict = {"machine": platform.platform(), "torch": torch.__version__}
-    if args.skip_throughput:
-        result["throughput"] = json.loads(out.read_text())["throughput"]
+    if args.skip_throughput:  # reuse a measured one when there is one
+        result["throughput"] = json.loads(out.read_text())["throughput"] if out.exists() \
+            else None
     else:
         result["throughput"] = throughput(args.repeats, args.iters, args.width, args.seed)
     if args.curve:
-        rates = {arm: row["it/s"] for arm, row in result["throughput"]["rows"].items()}
+        rates = {arm: row["it/s"] for arm, row in
+                 (result["throughput"] or {"rows": {}})["rows"].items()}
         result["curve"] = curve(sorted(args.curve, key=lambda p: int(str(p).split("-")[-1])
                                        if str(p).split("-")[-1].isdigit() else 0),
                                 args.per_pair, args.seed, rates, args.sample_steps,
-                                args.step_scale)
+                                args.step_scale,
+                                [float(w) for w in args.guidance_scales.split(",")])
         plot_curve(result["curve"], out.with_name("training-curve.png"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

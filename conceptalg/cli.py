@@ -16,6 +16,9 @@ import textwrap
 
 from .errors import ConceptAlgError, ConceptSyntaxError
 
+#: ``--sampler`` choices (the names of ``conceptalg.sampling.SAMPLERS``; no torch import here)
+SAMPLER_NAMES = ("langevin", "mala", "hmc", "mh", "heun")
+
 __all__ = ["main", "build_parser"]
 
 
@@ -111,8 +114,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         except (OSError, ValueError, ImportError) as e:
             _err(f"conceptalg explain: cannot load a model from {args.model}: {e}")
             return 1
-    _out(explain(args.expr, concepts, semantics=args.semantics,
-                 or_temperature=args.or_temperature))
+    semantics = args.semantics if args.semantics is not None or concepts is not None \
+        else "product"
+    _out(explain(args.expr, concepts, semantics=semantics, or_temperature=args.or_temperature,
+                 guidance_scale=args.guidance_scale))
     if concepts is None:
         _out("(no --model: names are not checked and a base energy E_0 is assumed)")
     return 0
@@ -126,8 +131,10 @@ def _register_explain(sub) -> None:
                        epilog='Example: conceptalg explain "red & ~circle | 2 * blue" '
                               '--semantics guidance')
     p.add_argument("expr", metavar="EXPR", help='a concept expression, e.g. "red & ~circle"')
-    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default="product",
-                   help="how AND/OR/NOT become energies (default: product)")
+    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default=None,
+                   help="how AND/OR/NOT become energies (default: the model's, else product)")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+                   help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's, else 1)")
     p.add_argument("--or-temperature", type=float, default=1.0, metavar="TAU",
                    help="temperature of OR's soft minimum (default: 1)")
     p.add_argument("--model", metavar="DIR", default=None,
@@ -408,12 +415,23 @@ def _register_export(sub) -> None:
                        epilog="Example: conceptalg export runs/shapes models/shapes")
     p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
     p.add_argument("out", help="directory to write (a run directory with one checkpoint)")
-    p.add_argument("--init-bank", type=int, default=256, metavar="N",
-                   help="start images kept with the model (default 256; 0: none)")
+    p.add_argument("--init-bank", type=int, default=None, metavar="N",
+                   help="start images kept with the model (default 256; 0: none; dsm "
+                        "models keep none)")
     p.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="replace a sampling default of the model (repeatable), e.g. "
-                        "--set steps=200 --set step_size=6e-5")
+                        "--set steps=200 --set step_size=6e-5; the keys semantics and "
+                        "guidance_scale set the composition defaults (--set guidance_scale=4)")
     p.set_defaults(func=_cmd_export)
+
+
+def _sigmas(text: str) -> list[float]:
+    """``"10,1,0.1"`` → ``[10.0, 1.0, 0.1]`` (the sampler checks the order and signs)."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sigmas takes numbers separated by commas, e.g. "
+                                         f"10,1,0.1; got {text!r}") from None
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -448,9 +466,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         group = distributed.from_environment(args.device)
     try:
         model = load(args.model)
-        energy = compose(args.expr, model, semantics=args.semantics)
+        energy = compose(args.expr, model, semantics=args.semantics,
+                         guidance_scale=args.guidance_scale)
         options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
-                                         step_size=args.step_size).items() if v is not None}
+                                         step_size=args.step_size,
+                                         sigmas=args.sigmas).items() if v is not None}
         x = sample(energy, args.n, seed=args.seed,
                    device=group.device if group is not None else args.device,
                    progress=not args.no_progress and (group is None or group.rank == 0),
@@ -500,10 +520,17 @@ def _register_sample(sub) -> None:
                    help="number of samples (write --num-samples under torchrun, which claims "
                         "--n as an abbreviation of its own options)")
     p.add_argument("--out", default="samples.png")
-    p.add_argument("--sampler", choices=("langevin", "mala", "hmc", "mh"), default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
+                   help="default: the model's (heun for models trained with --objective dsm)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (per noise level with --sigmas)")
     p.add_argument("--step-size", type=float, default=None)
-    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default="product")
+    p.add_argument("--sigmas", type=_sigmas, default=None, metavar="S1,S2,...",
+                   help="noise levels to anneal over, non-increasing (default: the model's)")
+    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default=None,
+                   help="default: the model's own (guidance for dsm image models, else product)")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+                   help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--save", default=None, metavar="FILE",

@@ -45,12 +45,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluator", choices=("decoder", "classifier"), default="decoder",
                    help="decoder: the exact analytic decoder (default); classifier: per-factor "
                         "classifiers trained on real images of every pair (shapes only)")
-    p.add_argument("--sampler", choices=("langevin", "mala", "hmc", "mh"), default=None,
+    p.add_argument("--sampler", choices=("langevin", "mala", "hmc", "mh", "heun"), default=None,
                    help="default: the sampler the model was trained with")
     p.add_argument("--steps", type=_positive, default=None,
                    help="sampler steps (default: the model's)")
     p.add_argument("--step-size", type=float, default=None)
-    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default="product")
+    p.add_argument("--semantics", choices=("product", "guidance", "logic"), default=None,
+                   help="default: the model's own")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+                   help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -71,7 +74,8 @@ def _setup(args: argparse.Namespace):
     if args.evaluator == "classifier":
         _err("training the evaluator classifiers on real images of every pair ...")
     evaluator = make_evaluator(info.data, args.evaluator, seed=args.seed, device=args.device)
-    generate = ModelSampler(info.model, semantics=args.semantics, sampler=args.sampler,
+    generate = ModelSampler(info.model, semantics=args.semantics,
+                            guidance_scale=args.guidance_scale, sampler=args.sampler,
                             steps=args.steps, step_size=args.step_size, device=args.device,
                             progress=not args.no_progress)
     return info, generate, evaluator

@@ -30,9 +30,10 @@ Generator = Callable[[Expr | str, int, int], Tensor]
 class ModelSampler:
     """Samples of an expression composed over ``model``: ``sampler(expr, n, seed)``.
 
-    The model's own sampler defaults (those it was trained with) apply; ``sampler``,
-    ``steps``, ``step_size`` and ``options`` (other :func:`conceptalg.sample` keywords)
-    override them.
+    The model's own sampler and composition defaults apply (``semantics=None``: the model's
+    default semantics, ``"product"`` for a contrastive-divergence model); ``semantics``,
+    ``guidance_scale``, ``sampler``, ``steps``, ``step_size`` and ``options`` (other
+    :func:`conceptalg.sample` keywords) override them.
 
     Example:
         >>> generate = ModelSampler(model, steps=60)  # doctest: +SKIP
@@ -40,7 +41,8 @@ class ModelSampler:
     """
 
     model: Any
-    semantics: str = "product"
+    semantics: str | None = None
+    guidance_scale: float | None = None
     sampler: str | None = None
     steps: int | None = None
     step_size: float | None = None
@@ -51,7 +53,8 @@ class ModelSampler:
     def __call__(self, expr: Expr | str, n: int, seed: int = 0) -> Tensor:
         from .. import compose, sample
 
-        energy = compose(expr, self.model, semantics=self.semantics)
+        energy = compose(expr, self.model, semantics=self.semantics,
+                         guidance_scale=self.guidance_scale)
         kwargs = {k: v for k, v in dict(sampler=self.sampler, steps=self.steps,
                                         step_size=self.step_size).items() if v is not None}
         x = sample(energy, n, seed=seed, device=self.device, progress=self.progress,
@@ -84,7 +87,8 @@ class ModelInfo:
 
 def arm_name(model) -> str:
     """How benchmarks name a model's kind: its head kind, plus ``" + colour-blind"`` when some
-    factors' heads read the colour-blind trunk.
+    factors' heads read the colour-blind trunk; ``dsm-energy`` / ``dsm-score`` for models
+    trained by denoising score matching.
 
     Example:
         >>> from conceptalg.models import ConceptModel, ModelConfig
@@ -93,6 +97,8 @@ def arm_name(model) -> str:
         'classifier + colour-blind'
     """
     config = model.config
+    if config.objective == "dsm":
+        return f"dsm-{config.parameterization}"
     return config.heads + (" + colour-blind" if config.colour_blind else "")
 
 

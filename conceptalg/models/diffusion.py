@@ -188,7 +188,7 @@ class DiffusionModel(nn.Module):
     Example:
         >>> from conceptalg.models import ModelConfig
         >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left", "right"]},
-        ...                   objective="dsm", backbone="mlp", bounds=None,
+        ...                   heads="film", objective="dsm", backbone="mlp", bounds=None,
         ...                   backbone_options={"hidden": (32, 32)})
         >>> model = DiffusionModel(cfg)
         >>> model.concept_energies(torch.zeros(4, 2), ["side=left", "__base__"],

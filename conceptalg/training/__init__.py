@@ -11,20 +11,30 @@ from typing import Any
 from ..models.model import ConceptModel
 from .cd import TrainConfig, Trainer, TrainingDiverged, default_train_config
 from .data import BUILTIN_DATA, ConceptData, builtin_data
+from .dsm import DSMConfig, DSMTrainer, default_dsm_config
 from .export import export_model
 
 __all__ = ["train", "Trainer", "TrainConfig", "TrainingDiverged", "ConceptData",
-           "builtin_data", "default_train_config", "BUILTIN_DATA", "export_model"]
+           "builtin_data", "default_train_config", "BUILTIN_DATA", "export_model",
+           "DSMTrainer", "DSMConfig", "default_dsm_config", "OBJECTIVES"]
+
+#: training objectives: contrastive divergence, denoising score matching
+OBJECTIVES = ("cd", "dsm")
 
 
-def train(data, labels=None, *, heads: str = "linear", steps: int | None = None,
-          model: ConceptModel | None = None, device=None, progress: bool = False,
-          colour_blind: tuple[str, ...] = (), **config: Any) -> ConceptModel:
+def train(data, labels=None, *, objective: str = "cd", heads: str = "linear",
+          steps: int | None = None, model: ConceptModel | None = None, device=None,
+          progress: bool = False, colour_blind: tuple[str, ...] = (),
+          parameterization: str = "energy", **config: Any) -> ConceptModel:
     """Train concept heads and return the model (a concept library ``compose`` accepts).
 
     ``data`` is a built-in dataset name (``"toy2d"``, ``"shapes"``, ``"scenes"``,
     ``"digits"``), a :class:`ConceptData`, or a tensor of samples with ``labels`` (a dict
-    factor → value names, or one list of concept names). ``heads`` is ``"linear"``,
+    factor → value names, or one list of concept names). ``objective`` is ``"cd"``
+    (contrastive divergence, :class:`Trainer`) or ``"dsm"`` (denoising score matching of
+    noise-conditioned energies, :class:`DSMTrainer`; ``parameterization`` ``"energy"`` or
+    ``"score"``; other keywords are :class:`DSMConfig` fields, and the result is a
+    :class:`~conceptalg.models.DiffusionModel`). For ``"cd"``, ``heads`` is ``"linear"``,
     ``"film"`` or ``"classifier"``; ``colour_blind`` names factors whose heads read a
     colour-blind trunk (see :class:`~conceptalg.models.ModelConfig`); other keywords are
     :class:`TrainConfig` fields.
@@ -46,6 +56,19 @@ def train(data, labels=None, *, heads: str = "linear", steps: int | None = None,
         data = ConceptData.from_labels(data, labels, bounds=bounds)
     if steps is not None:
         config["steps"] = steps
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "dsm":
+        if heads != "linear" or colour_blind:
+            raise ValueError("objective='dsm' conditions one network on the concept; heads= "
+                             "and colour_blind= apply to objective='cd'")
+        dsm = DSMTrainer(data, model=model, config=default_dsm_config(data.sample_shape, **config),
+                         parameterization=parameterization, device=device)
+        dsm.fit(progress=progress)
+        return dsm.model
+    if parameterization != "energy":
+        raise ValueError("parameterization='score' needs objective='dsm' (contrastive divergence "
+                         "trains energies)")
     trainer = Trainer(data, model=model, config=default_train_config(data.sample_shape, **config),
                       heads=heads, device=device, colour_blind=colour_blind)
     trainer.fit(progress=progress)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ..models.diffusion import DiffusionModel
 from ..models.model import ModelConfig
@@ -44,6 +44,9 @@ _ONLINE = "online."
 class DSMConfig:
     """Hyper-parameters of denoising score matching (saved with checkpoints).
 
+    ``ema`` is the largest decay of the weights' moving average; ``ema_rampup`` keeps its
+    half-life at that fraction of the steps so far until then (EDM's ramp-up: an average over
+    the last 5 % of training, so early snapshots are not held back by the initial weights).
     ``p_mean``/``p_std``: EDM's log-normal training σ at ``σ_d = 0.5`` (shifted by
     ``ln(σ_d/0.5)`` for the data's own σ_d). ``sigma_min``/``sigma_max``: the range of levels
     the model is sampled over (default EDM's 0.002–80 scaled by ``σ_d/0.5``).
@@ -56,6 +59,7 @@ class DSMConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     ema: float = 0.999
+    ema_rampup: float = 0.05
     p_mean: float = -1.2
     p_std: float = 1.2
     base_fraction: float = 0.2
@@ -73,10 +77,12 @@ class DSMConfig:
         for name in ("steps", "batch_size", "log_every", "sampling_levels"):
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed, 0)
-        for name in ("lr", "p_std", "grad_clip", "rho", "max_loss"):
+        for name in ("lr", "p_std", "grad_clip", "rho", "max_loss", "ema_rampup"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not (isinstance(self.p_mean, (int, float)) and math.isfinite(self.p_mean)):
+            raise ValueError(f"p_mean must be a finite number, got {self.p_mean!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
         if not 0 <= self.base_fraction <= 1:
@@ -159,7 +165,7 @@ class DSMTrainer:
             raise ValueError(f"the model takes samples {model.config.sample_shape}, the data "
                              f"has {data.sample_shape}")
         self.online = model.to(self.device)
-        self.ema = AveragedModel(self.online, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema),
+        self.ema = AveragedModel(self.online, multi_avg_fn=_ema_update(cfg.ema, cfg.ema_rampup),
                                  use_buffers=True)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -321,6 +327,26 @@ class DSMTrainer:
         trainer.step = ckpt.step
         trainer.history = list(ckpt.metadata.get("history", []))
         return trainer
+
+
+def ema_decay(step: int, ema: float, rampup: float) -> float:
+    """The moving average's decay after ``step`` updates: ``min(ema, 0.5^(1/(rampup·step)))``,
+    a half-life of ``rampup·step`` updates until it reaches ``ema`` (Karras et al. 2022).
+
+    Example:
+        >>> round(ema_decay(1000, 0.999, 0.05), 4), ema_decay(10 ** 6, 0.999, 0.05)
+        (0.9862, 0.999)
+    """
+    return min(ema, 0.5 ** (1.0 / max(rampup * step, 1e-12)))
+
+
+def _ema_update(ema: float, rampup: float):
+    """``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: one in-place step
+    ``avg ← avg + (1 − d)(θ − avg)`` of every tensor, ``d`` from :func:`ema_decay`."""
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        d = ema_decay(int(num_averaged), ema, rampup)
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+    return update
 
 
 def _view(v: Tensor, like: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CompileError
 from ..models.model import ConceptModel, ModelConfig, build_model
 from ..sampling.settings import check_int, check_sampler_defaults
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -24,31 +24,48 @@ from .checkpoint import load_checkpoint, save_checkpoint
 __all__ = ["export_model"]
 
 
+_COMPOSITION_KEYS = ("semantics", "guidance_scale")
+
+
 def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
-                 init_bank: int = 256, sampler_defaults: dict[str, Any] | None = None) -> Path:
+                 init_bank: int | None = None,
+                 sampler_defaults: dict[str, Any] | None = None) -> Path:
     """Write the model of ``run`` (a run directory or a checkpoint) to ``out`` as a one-
     checkpoint run directory without optimiser state or replay buffers, keeping the newest
     ``init_bank`` samples of the base replay buffer as the model's default chain starts
-    (``0``: none). ``sampler_defaults`` replaces entries of the model's defaults for
-    :func:`conceptalg.sample` (e.g. longer chains than the training recipe's; ``None`` as a
-    value removes an entry). Returns the checkpoint directory; ``conceptalg.load(out)`` reads it.
+    (``0``: none; default 256 for contrastive-divergence models, 0 for denoising score matching,
+    whose chains start from noise). ``sampler_defaults`` replaces entries of the model's
+    defaults for :func:`conceptalg.sample` (e.g. longer chains than the training recipe's;
+    ``None`` as a value removes an entry); its keys ``semantics`` and ``guidance_scale`` set
+    the model's composition defaults instead (what ``compose(..., semantics=None)`` uses).
+    Returns the checkpoint directory; ``conceptalg.load(out)`` reads it.
 
     Example:
         >>> path = export_model("runs/shapes", "models/shapes", init_bank=256)  # doctest: +SKIP
         >>> conceptalg.load("models/shapes").config.init_bank  # doctest: +SKIP
         256
     """
-    check_int("init_bank", init_bank, 0)
     ckpt = load_checkpoint(run)
+    dsm = ckpt.model_config.objective == "dsm"
+    if init_bank is None:
+        init_bank = 0 if dsm else 256
+    check_int("init_bank", init_bank, 0)
+    if dsm and init_bank:
+        raise ValueError("a denoising-score-matching model starts its chains from noise and "
+                         "keeps no init bank; pass init_bank=0")
     defaults = dict(ckpt.model_config.sampler_defaults)
+    composition = dict(ckpt.model_config.composition)
     for key, value in (sampler_defaults or {}).items():
+        table = composition if key in _COMPOSITION_KEYS else defaults
         if value is None:
-            defaults.pop(key, None)
+            table.pop(key, None)
         else:
-            defaults[key] = value
+            table[key] = value
     check_sampler_defaults(defaults)
+    _check_composition(composition)
     config = ModelConfig.from_dict({**ckpt.model_config.to_dict(), "init_bank": init_bank,
-                                    "sampler_defaults": defaults})
+                                    "sampler_defaults": defaults,
+                                    "composition": composition})
     model = build_model(config)
     weights = {k: v for k, v in ckpt.model.state_dict().items() if k != "init_bank"}
     model.load_state_dict(weights, strict=False)  # the bank is filled below
@@ -68,3 +85,20 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
                                  "init_bank": init_bank,
                                  "sampler_defaults": dict(sampler_defaults or {})}
     return save_checkpoint(out, ckpt.step, model=model, metadata=metadata, keep=1)
+
+
+def _check_composition(composition: dict[str, Any]) -> None:
+    """Refuse, at export rather than at the first ``compose``, composition defaults that
+    ``compose`` would refuse (the compiler's own check, run on them alone)."""
+    from types import SimpleNamespace
+
+    from ..compiler.checks import resolve_semantics
+
+    hints = SimpleNamespace(default_semantics=composition.get("semantics"),
+                            guidance_scale=composition.get("guidance_scale"))
+    try:
+        resolve_semantics(hints, None, None, None)
+        if hints.guidance_scale is not None:  # kept for compose(..., semantics="guidance")
+            resolve_semantics(hints, None, "guidance", None)
+    except CompileError as e:
+        raise ValueError(f"composition defaults {composition}: {e}") from None
