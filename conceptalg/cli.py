@@ -1,10 +1,17 @@
-"""The ``conceptalg`` command line: ``parse``, ``explain``, ``train``, ``sample``, ``evaluate``,
-``extrapolate``.
+"""The ``conceptalg`` command line: ``parse``, ``explain``, ``train``, ``export``, ``sample``,
+``evaluate``, ``extrapolate`` (``train`` lives in :mod:`.cli_train`, ``evaluate`` and
+``extrapolate`` in :mod:`.evaluation.commands`).
 
 Each subcommand is one ``_cmd_*`` function taking the parsed arguments and returning an exit
 code; :func:`main` wires them to argparse. Output is written with ``errors="backslashreplace"``
-so any input, even text with lone surrogates, prints safely. Exit codes: 0 success, 1 a
-runtime failure, 2 bad usage or an expression that does not parse.
+so any input, even text with lone surrogates, prints safely.
+
+Errors are one line, ``conceptalg <cmd>: <what is wrong and how to fix it>``, never a
+traceback. Every argument is checked before any work starts (argparse types and the checks of
+:mod:`conceptalg.cli_args`: output folders exist, a run directory is not another run's), so a
+mistake never costs a sampling or training run. Exit codes: 0 success; 1 a failure of the
+model or data (an unknown concept, a damaged checkpoint, a file that cannot be read); 2 bad
+usage or an expression that does not parse; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,6 +21,11 @@ import json
 import sys
 import textwrap
 
+from .cli_args import (UsageError, check_device, check_output_file, check_picture, check_run_dir,
+                       key_value, nonnegative_int, positive_float, positive_int, set_threads,
+                       sigma_list)
+from .cli_args import err as _err
+from .cli_args import out as _out
 from .errors import ConceptAlgError, ConceptSyntaxError
 
 #: ``--sampler`` choices (the names of ``conceptalg.sampling.SAMPLERS``; no torch import here)
@@ -22,12 +34,12 @@ SAMPLER_NAMES = ("langevin", "mala", "hmc", "mh", "heun")
 __all__ = ["main", "build_parser"]
 
 
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``conceptalg sample: argument --n: ...``) instead of the
+    usage block; subcommand parsers inherit it."""
 
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
@@ -48,7 +60,7 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``conceptalg`` command (one subparser per subcommand)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="conceptalg",
         description="Compositional generation with energy-based models.",
         epilog='Example: conceptalg parse "red & ~circle | 2 * blue"')
@@ -83,13 +95,25 @@ def main(argv: list[str] | None = None) -> int:
             pass
     parser = build_parser()
     args = parser.parse_args(argv)
+    where = f"conceptalg {args.command}"
     try:
         return int(args.func(args) or 0)
+    except UsageError as e:
+        _err(f"{where}: {e}")
+        return 2
     except ConceptSyntaxError as e:
-        _err(f"conceptalg {args.command}: syntax error at {e}")
+        _err(f"{where}: syntax error at {e}")
         return 2
     except ConceptAlgError as e:
-        _err(f"conceptalg {args.command}: {type(e).__name__}: {e}")
+        _err(f"{where}: {type(e).__name__}: {e}")
+        return 1
+    except ValueError as e:
+        # The library checks its arguments with ValueError (naming the parameter, its value and
+        # the rule); what reaches here is an argument the command passed on unchecked.
+        _err(f"{where}: {e}")
+        return 2
+    except OSError as e:  # a file or folder that cannot be read or written
+        _err(f"{where}: {e}")
         return 1
     except KeyboardInterrupt:
         _err("interrupted")
@@ -133,9 +157,9 @@ def _register_explain(sub) -> None:
     p.add_argument("expr", metavar="EXPR", help='a concept expression, e.g. "red & ~circle"')
     p.add_argument("--semantics", choices=("product", "guidance", "logic"), default=None,
                    help="how AND/OR/NOT become energies (default: the model's, else product)")
-    p.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+    p.add_argument("--guidance-scale", type=positive_float, default=None, metavar="W",
                    help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's, else 1)")
-    p.add_argument("--or-temperature", type=float, default=1.0, metavar="TAU",
+    p.add_argument("--or-temperature", type=positive_float, default=1.0, metavar="TAU",
                    help="temperature of OR's soft minimum (default: 1)")
     p.add_argument("--model", metavar="DIR", default=None,
                    help="a trained model (run directory or checkpoint) to check names against")
@@ -145,252 +169,19 @@ def _register_explain(sub) -> None:
 _EXTRA_COMMANDS.append(_register_explain)
 
 
-# --- train ----------------------------------------------------------------------------------
-
-def _parse_pairs(text: str):
-    """``default`` | ``none`` | ``circle:red,square:green`` → a holdout for ``shapes``."""
-    if text in ("default", "none"):
-        return text
-    pairs = []
-    for item in text.split(","):
-        shape, sep, color = item.strip().partition(":")
-        if not sep or not shape or not color:
-            raise argparse.ArgumentTypeError(
-                f"--holdout takes 'default', 'none' or pairs like 'circle:red,square:green'; "
-                f"got {item!r}")
-        pairs.append((shape, color))
-    return pairs
-
-
-def _training_data(args: argparse.Namespace):
-    from .training import ConceptData, builtin_data
-
-    if args.data in ("toy2d", "shapes", "scenes", "digits"):
-        holdout = args.holdout
-        if args.data == "shapes" and holdout == "none":
-            holdout = None
-        return builtin_data(args.data, n=args.n, seed=args.seed, holdout=holdout)
-    if args.root is None:
-        raise SystemExit(f"conceptalg train: --data {args.data} needs --root DIR")
-    import torch
-
-    from .data.attributes import load_attribute_folder, load_celeba
-
-    attributes = args.attributes.split(",") if args.attributes else None
-    if args.data == "celeba":
-        dataset = load_celeba(args.root, "train", attributes, resolution=args.resolution)
-    else:
-        dataset = load_attribute_folder(args.root, args.csv, attributes,
-                                        resolution=args.resolution)
-    n = min(len(dataset), args.n)
-    images, values = zip(*(dataset[i] for i in range(n)))
-    x, values = torch.stack(images), torch.stack(values)                 # [N, 3, R, R], [N, A]
-    names = dataset.table.names
-    # each binary attribute is a concept trained on the images that have it
-    factors = {a: [a] for a in names}
-    labels = {a: torch.where(values[:, j] > 0, 0, -1) for j, a in enumerate(names)}
-    return ConceptData(x, factors, labels, name=args.data)
-
-
-def _write_metrics(history, out_dir) -> None:
-    import csv
-    from pathlib import Path
-
-    keys = sorted({k for m in history for k in m}, key=lambda k: (k != "step", k))
-    path = Path(out_dir) / "metrics.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .plots import save_training_curve
-    from .training import Trainer, TrainingDiverged, default_train_config
-    from .training import distributed
-    from .training.dsm import DSMTrainer, default_dsm_config
-    from .training.checkpoint import latest_checkpoint
-
-    if args.threads is not None:
-        if args.threads < 1:
-            _err(f"conceptalg train: --threads must be ≥ 1, got {args.threads}")
-            return 2
-        import torch
-        torch.set_num_threads(args.threads)
-    if args.objective == "cd" and args.parameterization != "energy":
-        _err("conceptalg train: --parameterization score needs --objective dsm (contrastive "
-             "divergence trains energies)")
-        return 2
-    # Under torchrun every process runs this command: join them (None when alone). Rank 0
-    # logs and writes files; saving is collective (the others wait for rank 0's write).
-    ours = not (distributed.dist.is_available() and distributed.dist.is_initialized())
-    group = distributed.from_environment(args.device, timeout=args.timeout)
-    device = group.device if group else args.device
-    main = group is None or group.is_main
-    say = _err if main else (lambda text: None)
-    out = Path(args.out)
-    try:
-        data = _training_data(args)
-        dsm = args.objective == "dsm"
-        if dsm and group is not None:
-            say("conceptalg train: --objective dsm trains in one process; run it without "
-                "torchrun")
-            return 2
-        if args.resume and latest_checkpoint(out) is not None:
-            if dsm:
-                trainer = DSMTrainer.resume(out, data, device=device, steps=args.steps)
-            else:
-                trainer = Trainer.resume(out, data, device=device, steps=args.steps)
-            say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
-        else:
-            if args.resume:
-                say(f"no checkpoint in {out} yet: starting a new run")
-            overrides = {k: v for k, v in dict(
-                steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                langevin_steps=args.langevin_steps, log_every=args.log_every).items()
-                if v is not None}
-            options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
-                else None
-            try:
-                if dsm:
-                    overrides.pop("langevin_steps", None)
-                    trainer = DSMTrainer(data, config=default_dsm_config(data.sample_shape,
-                                                                         **overrides),
-                                         parameterization=args.parameterization, device=device)
-                else:
-                    config = default_train_config(data.sample_shape, **overrides)
-                    trainer = Trainer(data, config=config, heads=args.heads, device=device,
-                                      backbone_options=options,
-                                      colour_blind=[f for f in args.colour_blind.split(",")
-                                                    if f])
-            except ValueError as e:  # a model the options cannot build: a usage error
-                say(f"conceptalg train: {e}")
-                return 2
-        if group is not None:
-            say(f"training on {group.world_size} processes ({group.backend}): "
-                f"{trainer.config.batch_size} samples per process and step, "
-                f"{trainer.config.batch_size * group.world_size} in all")
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-
-        def checkpoint(tr, metrics) -> None:
-            if main:
-                _write_metrics(tr.history, out)
-            if tr.step % args.checkpoint_every == 0 or tr.step >= tr.config.steps:
-                tr.save(out, keep=args.keep)  # every rank: the buffers are gathered
-                if main:
-                    save_training_curve(tr.history, out / "training.png")
-
-        restore = _stop_on_sigterm()
-        try:
-            trainer.fit(progress=not args.no_progress, callback=checkpoint)
-        except TrainingDiverged as e:
-            say(f"conceptalg train: {e}\nThe last checkpoint in {out} holds good weights.")
-            return 1
-        except KeyboardInterrupt:
-            if group is not None:  # the others may be anywhere: a collective save could hang
-                say(f"interrupted at step {trainer.step}; continue from the last checkpoint "
-                    f"with --resume")
-                if ours:
-                    distributed.shutdown(wait=False)
-                return 130
-            trainer.save(out, keep=args.keep)
-            _err(f"interrupted at step {trainer.step}: saved; continue with --resume")
-            return 130
-        finally:
-            restore()
-        path = trainer.save(out, keep=args.keep)
-        if main:
-            if trainer.history:
-                save_training_curve(trainer.history, out / "training.png")
-                _write_metrics(trainer.history, out)
-            _out(f"trained {trainer.step} steps: {path}")
-            _out(f"metrics: {out / 'metrics.csv'}, curve: {out / 'training.png'}")
-        return 0
-    except BaseException:
-        if ours:  # the others may be gone: do not wait for them
-            distributed.shutdown(wait=False)
-        raise
-    finally:
-        if ours:  # a normal end (a no-op after a failure); a caller's group stays the caller's
-            distributed.shutdown()
-
-
-def _stop_on_sigterm():
-    """Treat SIGTERM like Ctrl-C while training (save, then exit 130): ``kill``, job schedulers
-    and the background jobs of a non-interactive shell, which ignore SIGINT, all send it.
-    Returns a function that puts the previous handler back."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-def _register_train(sub) -> None:
-    p = sub.add_parser("train", help="train concept heads by contrastive divergence",
-                       description="Train a concept model on built-in or local data; writes "
-                                   "checkpoints, metrics.csv and training.png into --out. Runs "
-                                   "on several processes under torchrun (one per GPU, or CPU "
-                                   "processes with gloo); rank 0 writes the files.",
-                       epilog="Example: conceptalg train --data shapes --out runs/shapes "
-                              "--heads linear --steps 20000")
-    p.add_argument("--data", required=True,
-                   choices=("toy2d", "shapes", "scenes", "digits", "celeba", "folder"))
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory")
-    p.add_argument("--objective", choices=("cd", "dsm"), default="cd",
-                   help="cd: contrastive divergence (default); dsm: denoising score matching "
-                        "of noise-conditioned energies (EDM recipe, no chains in training)")
-    p.add_argument("--parameterization", choices=("energy", "score"), default="energy",
-                   help="dsm: 'energy' (scalar energies: every semantics and sampler) or "
-                        "'score' (cheaper to train; scores only: AND/NOT, langevin and heun)")
-    p.add_argument("--heads", choices=("linear", "film", "classifier"), default="linear")
-    p.add_argument("--holdout", type=_parse_pairs, default="default", metavar="PAIRS",
-                   help="shapes: 'default', 'none' or 'circle:red,square:green'")
-    p.add_argument("--steps", type=int, default=None, help="training iterations")
-    # --num-samples: under torchrun, `--n` is an ambiguous abbreviation of torchrun's own options
-    p.add_argument("--n", "--num-samples", dest="n", type=int, default=20_000,
-                   help="number of training samples")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--langevin-steps", type=int, default=None)
-    p.add_argument("--width", type=int, default=None, help="conv trunk width")
-    p.add_argument("--colour-blind", default="", metavar="FACTORS",
-                   help="comma-separated factors whose heads read a colour-blind trunk "
-                        "(conv, linear or classifier heads), e.g. shape,size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads (one per process when runs share cores)")
-    p.add_argument("--log-every", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--device", default=None,
-                   help="cpu (default) or cuda (under torchrun: each process's cuda:LOCAL_RANK)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                   help="under torchrun: how long a process waits for the others before "
-                        "failing (default 600)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--root", default=None, help="celeba/folder: the data directory")
-    p.add_argument("--csv", default=None, help="folder: the attribute CSV")
-    p.add_argument("--attributes", default=None, help="celeba/folder: comma-separated names")
-    p.add_argument("--resolution", type=int, default=64, help="celeba/folder image size")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
-
-
 # --- export ---------------------------------------------------------------------------------
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    run, out = Path(args.run), Path(args.out)
+    if out.exists() and run.exists() and out.resolve() == run.resolve():
+        raise UsageError(f"OUT {out} is the run itself; export writes the model to a new folder")
+    if any((c / "optimizer.safetensors").exists() for c in out.glob("ckpt-*")):
+        raise UsageError(f"OUT {out} holds a training run (checkpoints with optimiser state), "
+                         f"which export would prune to one checkpoint; choose a new folder")
+    # an earlier export in OUT is replaced: resume=True lets it through
+    check_run_dir(out, resume=True, option="OUT", holds="the exported model")
     from .training.export import export_model
 
     try:
@@ -415,50 +206,27 @@ def _register_export(sub) -> None:
                        epilog="Example: conceptalg export runs/shapes models/shapes")
     p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
     p.add_argument("out", help="directory to write (a run directory with one checkpoint)")
-    p.add_argument("--init-bank", type=int, default=None, metavar="N",
+    p.add_argument("--init-bank", type=nonnegative_int, default=None, metavar="N",
                    help="start images kept with the model (default 256; 0: none; dsm "
                         "models keep none)")
-    p.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="replace a sampling default of the model (repeatable), e.g. "
                         "--set steps=200 --set step_size=6e-5; the keys semantics and "
                         "guidance_scale set the composition defaults (--set guidance_scale=4)")
     p.set_defaults(func=_cmd_export)
 
 
-def _sigmas(text: str) -> list[float]:
-    """``"10,1,0.1"`` → ``[10.0, 1.0, 0.1]`` (the sampler checks the order and signs)."""
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sigmas takes numbers separated by commas, e.g. "
-                                         f"10,1,0.1; got {text!r}") from None
-
-
-def _key_value(text: str) -> tuple[str, object]:
-    """``steps=200`` → ``("steps", 200)``; the value is read as JSON when it parses, else kept
-    as text (``sampler=mala``)."""
-    import json
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 # --- sample ---------------------------------------------------------------------------------
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    check_picture(args.out, "--out")
+    if args.save:
+        check_output_file(args.save, "--save", (".safetensors", ".npz"))  # never pickle
+    check_device(args.device)
+    set_threads(args.threads)
     from . import compose, load, sample
     from .plots import save_expression_grid, save_points
 
-    if args.save and Path(args.save).suffix not in (".safetensors", ".npz"):
-        _err("--save must end in .safetensors or .npz (pickle is never written)")
-        return 2
     group = None
     if args.distributed:  # opt-in: chains split over the torchrun processes
         from .training import distributed
@@ -466,6 +234,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         group = distributed.from_environment(args.device)
     try:
         model = load(args.model)
+        shape = tuple(model.config.sample_shape)
+        if len(shape) != 3 and shape != (2,) and not args.save:
+            raise UsageError(f"samples of shape {shape} have no picture; add --save FILE.npz "
+                             f"(or .safetensors)")
         energy = compose(args.expr, model, semantics=args.semantics,
                          guidance_scale=args.guidance_scale)
         options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
@@ -490,11 +262,10 @@ def _write_samples(args, x, model, save_expression_grid, save_points) -> None:
     out = Path(args.out)
     if x.dim() == 4:
         save_expression_grid({args.expr: x}, out, ncol=min(args.n, 16))
+        _out(f"wrote {out}")
     elif x.dim() == 2 and x.shape[1] == 2:
         save_points({args.expr: x}, out, bounds=model.config.bounds)
-    else:
-        _err(f"samples of shape {tuple(x.shape[1:])} have no picture; use --save")
-    _out(f"wrote {out}")
+        _out(f"wrote {out}")
     if args.save:
         path = Path(args.save)
         if path.suffix == ".safetensors":
@@ -516,23 +287,26 @@ def _register_sample(sub) -> None:
                               '--n 64 --out grid.png')
     p.add_argument("expr", metavar="EXPR")
     p.add_argument("--model", required=True, metavar="DIR")
-    p.add_argument("--n", "--num-samples", dest="n", type=int, default=64,
+    p.add_argument("--n", "--num-samples", dest="n", type=positive_int, default=64,
                    help="number of samples (write --num-samples under torchrun, which claims "
                         "--n as an abbreviation of its own options)")
-    p.add_argument("--out", default="samples.png")
+    p.add_argument("--out", default="samples.png", metavar="PNG",
+                   help="the picture (its folder must exist)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
                    help="default: the model's (heun for models trained with --objective dsm)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="sampler steps (per noise level with --sigmas)")
-    p.add_argument("--step-size", type=float, default=None)
-    p.add_argument("--sigmas", type=_sigmas, default=None, metavar="S1,S2,...",
+    p.add_argument("--step-size", type=positive_float, default=None)
+    p.add_argument("--sigmas", type=sigma_list, default=None, metavar="S1,S2,...",
                    help="noise levels to anneal over, non-increasing (default: the model's)")
     p.add_argument("--semantics", choices=("product", "guidance", "logic"), default=None,
                    help="default: the model's own (guidance for dsm image models, else product)")
-    p.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+    p.add_argument("--guidance-scale", type=positive_float, default=None, metavar="W",
                    help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch threads (one per process when runs share cores)")
     p.add_argument("--save", default=None, metavar="FILE",
                    help="also save the samples (.safetensors or .npz)")
     p.add_argument("--no-progress", action="store_true")
@@ -540,6 +314,12 @@ def _register_sample(sub) -> None:
                    help="under torchrun: split the chains over the processes (same samples "
                         "for a seed whatever the number of processes); rank 0 writes")
     p.set_defaults(func=_cmd_sample)
+
+
+def _register_train(sub) -> None:
+    from .cli_train import register
+
+    register(sub)
 
 
 _EXTRA_COMMANDS.extend([_register_train, _register_export, _register_sample])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 __all__ = [
     "Expr", "Concept", "Not", "Weighted", "And", "Or",
@@ -128,14 +128,41 @@ def _rebuild(cls, args, span):
     return cls(*args, span=span)
 
 
+# The parser (conceptalg.syntax) builds these nodes, so this module must not import it: the
+# parser registers itself here instead (``import conceptalg`` always imports it), and the
+# operators and constructors read text through it (``Concept("a") & "b | c"``).
+_read_text: Callable[[str], "Expr"] | None = None
+
+
+def register_parser(parse: Callable[[str], "Expr"]) -> None:
+    """Make :func:`as_expr` read text with ``parse`` (``conceptalg.syntax`` registers its
+    ``parse`` when imported; nothing else needs to call this).
+
+    Example:
+        >>> from conceptalg.syntax import parse
+        >>> register_parser(parse)
+        >>> Concept("a") & "b | c"
+        And(Concept('a'), Or(Concept('b'), Concept('c')))
+    """
+    global _read_text
+    _read_text = parse
+
+
 def as_expr(value: "Expr | str") -> Expr:
     """``value`` itself if it is an expression, else its text parsed (a ``TypeError`` for
-    anything else)."""
+    anything else).
+
+    Example:
+        >>> as_expr("red & ~blue") == And(Concept("red"), Not(Concept("blue")))
+        True
+    """
     if isinstance(value, Expr):
         return value
     if isinstance(value, str):
-        from .syntax import parse
-        return parse(value)
+        if _read_text is None:  # only when this module is loaded outside its package
+            raise RuntimeError("reading expression text needs conceptalg.syntax: import "
+                               "conceptalg first")
+        return _read_text(value)
     raise TypeError(f"expected a concept expression or its text, got {type(value).__name__} "
                     f"{value!r}")
 

@@ -14,7 +14,7 @@ import unicodedata
 from pathlib import Path
 
 from .errors import ConceptSyntaxError
-from .expr import And, Concept, Expr, Not, Or, Weighted
+from .expr import And, Concept, Expr, Not, Or, Weighted, register_parser
 
 __all__ = ["parse", "MAX_CHARS", "MAX_DEPTH", "MAX_LEAVES", "grammar_path"]
 
@@ -401,3 +401,6 @@ def _unexpected_character(text: str, pos: int) -> ConceptSyntaxError:
         message += ("; expected a concept name, a quoted name, a number or one of "
                     "& | ~ ! ( ) * , =")
     return _error(text, pos, message)
+
+
+register_parser(parse)  # text becomes expressions everywhere: `a & "b | c"`

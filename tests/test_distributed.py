@@ -346,7 +346,7 @@ def test_a_one_process_checkpoint_continues_on_two_ranks(two_rank_run):
     ([[1, 2], []], 3, [1]),
 ], ids=["merge-two", "split-uneven", "merge-uneven", "more-ranks-than-rows"])
 def test_redeal_merges_buffers_by_age(parts, world, expected):
-    from conceptalg.training.cd import _redeal
+    from conceptalg.training.distributed import redeal as _redeal
 
     tensors = [torch.tensor(p, dtype=torch.float32).reshape(-1, 1) for p in parts]
     assert _redeal(tensors, 0, world)[:, 0].tolist() == expected

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conceptalg.cli_args import UsageError
 from conceptalg.evaluation.commands import REGISTER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,10 +93,10 @@ def test_extrapolate_writes_matrix_and_csv(tiny_model, tmp_path, capsys, holdout
 
 
 def test_extrapolate_rejects_unknown_factor(tiny_model, tmp_path):
-    with pytest.raises(SystemExit, match="no factor\\(s\\) .texture."):
+    with pytest.raises(UsageError, match="no factor\\(s\\) .texture."):
         run(["extrapolate", "--model", str(tiny_model), "--factors", "shape,texture",
              "--out", str(tmp_path / "m.png"), "--no-progress"])
-    with pytest.raises(SystemExit, match="holdout"):
+    with pytest.raises(UsageError, match="holdout"):
         run(["extrapolate", "--model", str(tiny_model), "--holdout", "circle:purple",
              "--out", str(tmp_path / "m.png"), "--no-progress"])
 
@@ -157,10 +158,10 @@ def test_evaluate_a_scenes_model(tmp_path, capsys):
                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "(scenes, film heads, step 1)" in out and "at(0.3, 0.3) & at(0.7, 0.6)" in out
-    with pytest.raises(SystemExit, match="classifier needs a shapes model"):
+    with pytest.raises(UsageError, match="classifier needs a shapes model"):
         run(["evaluate", "--model", str(tmp_path / "scenes"), "--expr", "at(0.5, 0.5)",
              "--evaluator", "classifier", "--no-progress"])
-    with pytest.raises(SystemExit, match="no factor"):
+    with pytest.raises(UsageError, match="no factor"):
         run(["extrapolate", "--model", str(tmp_path / "scenes"), "--out",
              str(tmp_path / "m.png"), "--no-progress"])
 

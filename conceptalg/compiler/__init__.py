@@ -40,13 +40,13 @@ where ``E`` is linear in its concepts (AND, NOT, weights under product or guidan
   (pure; the ops run tensors);
 - :mod:`.calls` — one batched call per model (energies or scores, at a noise level);
 - :mod:`.checks` — construction-time resolution and errors (names, base, semantics, scores);
-- :mod:`.energy` — :class:`ComposedEnergy`: ``forward(x, sigma)``, ``score(x, sigma)``;
-- :mod:`.printers` — formulas and :func:`explain`, for humans.
+- :mod:`.printers` — the formula and leaves of a composed energy, as text for humans;
+- :mod:`.energy` — :class:`ComposedEnergy`: ``forward(x, sigma)``, ``score(x, sigma)``,
+  ``explain()``; :func:`compose` and :func:`explain`.
 """
 
-from .energy import ComposedEnergy, compose
+from .energy import ComposedEnergy, compose, explain
 from .normalize import SEMANTICS, _normal_form, normal_form  # _normal_form: bench/compose.py
 from .plan import log1mexp
-from .printers import explain
 
 __all__ = ["compose", "ComposedEnergy", "explain", "normal_form", "log1mexp", "SEMANTICS"]

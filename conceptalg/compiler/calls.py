@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CompileError
-from ..library import Head
+from ..heads import Head
 
 __all__ = ["as_sigma"]
 

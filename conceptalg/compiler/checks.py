@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from ..errors import CompileError, UnknownConceptError
 from ..expr import Concept, Expr, as_expr, concepts
-from ..library import Head
+from ..heads import Head
 from .calls import _Leaf
 from .normalize import SEMANTICS, _NOr, _Term, _check_semantics, _normal_form
 

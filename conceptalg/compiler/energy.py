@@ -6,7 +6,8 @@ tensors. Atoms are what the leaves give at temperature 1 — ``E_c`` for energy 
 ``log p(c|x)`` for classifier heads — plus ``E_0``. When every op is linear (product or guidance
 without an OR) the root is ``Σ_i a_i · atom_i``; the coefficients ``a_i`` are derived once, so
 ``score = Σ_i a_i · (−∇ atom_i)`` can mix heads that give energies (differentiated by autograd)
-and heads that give only scores (``concept_scores``).
+and heads that give only scores (``concept_scores``). :func:`explain` composes and describes
+(over a symbolic library when no model is given); the text itself comes from :mod:`.printers`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CompileError
-from ..expr import Expr, as_expr, format_number
+from ..expr import Concept, Expr, as_expr, format_number
+from ..heads import Head
 from ..library import SAMPLING_HINTS, as_library
 from .calls import _Leaf, as_sigma, evaluate_head, plan_calls
 from .checks import (base_head, check_base, check_or_temperature, check_scores, log_weight_table,
                      resolve_leaves, resolve_semantics)
-from .normalize import _normal_form, _to_expr
+from .normalize import _check_semantics, _normal_form, _to_expr
 from .plan import _Planner, _SoftMin, linear_form
+from .printers import describe
 
-__all__ = ["compose", "ComposedEnergy"]
+__all__ = ["compose", "ComposedEnergy", "explain"]
 
 _BASE_KEY = "(base)"
 # How a leaf's raw output becomes its slot value, by (semantics, head kind).
@@ -334,7 +337,6 @@ class ComposedEnergy(nn.Module):
         """The semantics in force, the normal form, the leaves (what computes each, which share
         a batched call, which take ``sigma`` or give only a score) and the formula, as text.
         """
-        from .printers import describe  # printers read the program, never the reverse
         return describe(self)
 
 
@@ -379,3 +381,51 @@ def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = 
     return ComposedEnergy(expr_or_text, concepts, base=base, semantics=semantics,
                           or_temperature=or_temperature, or_log_weights=or_log_weights,
                           guidance_scale=guidance_scale)
+
+
+class _SymbolicLibrary:
+    """Every name resolves (nothing is loaded): lets ``explain`` show a plan without a model."""
+
+    def __init__(self, semantics: str) -> None:
+        self.kind = "log_prob" if semantics == "logic" else "energy"
+        self.base = Head("base", None, None)
+        self._heads: dict[tuple, Head] = {}
+
+    def resolve(self, c: Concept) -> Head:
+        key = (c.name, c.factor)
+        if key not in self._heads:
+            self._heads[key] = Head(c.name, c.factor, None, None, self.kind, None)
+        return self._heads[key]
+
+    def names(self) -> list[str]:
+        return [h.key for h in self._heads.values()]
+
+
+def explain(expr_or_text: Expr | str, concepts: Any = None, *, semantics: str | None = None,
+            or_temperature: float = 1.0,
+            or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
+            guidance_scale: float | None = None) -> str:
+    """``compose(...).explain()`` (same arguments); without ``concepts``, names are not checked
+    and a base ``E_0`` is assumed, so the plan of any expression can be shown (``semantics=None``
+    is then ``"product"``).
+
+    Example:
+        >>> print(explain("~a & ~b | c"))  # doctest: +NORMALIZE_WHITESPACE
+        expression:  ~a & ~b | c
+        semantics:   product
+        normal form: ~a & ~b | c
+        leaves (3, evaluated in 4 calls):
+          a    (not loaded)
+          b    (not loaded)
+          c    (not loaded)
+          E_0  (not loaded)
+        formula:
+          E = softmin(-E[a] - E[b] + E_0, E[c])
+          softmin(e_1, ..., e_k) = -logsumexp_i(-e_i)
+    """
+    if concepts is None:
+        semantics = "product" if semantics is None else semantics
+        _check_semantics(semantics)
+        concepts = _SymbolicLibrary(semantics)
+    return compose(expr_or_text, concepts, semantics=semantics, or_temperature=or_temperature,
+                   or_log_weights=or_log_weights, guidance_scale=guidance_scale).explain()

@@ -1,20 +1,22 @@
-"""Printers for humans: the formula of a composed energy and ``explain``.
+"""Printers for humans: the text of :meth:`ComposedEnergy.explain` (leaves and formula).
 
-Reads the normal form and the plan of a :class:`~conceptalg.compiler.energy.ComposedEnergy`;
-nothing here is used to compute energies.
+Reads the normal form and the plan of a :class:`~conceptalg.compiler.energy.ComposedEnergy`
+(which calls :func:`describe`; this module never imports it); nothing here is used to compute
+energies.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..expr import Concept, Expr, format_number
-from ..library import Head
-from .energy import ComposedEnergy, compose
-from .normalize import _NAnd, _NOr, _Term, _check_semantics, _normal_form
+from ..expr import Concept, format_number
+from .normalize import _NAnd, _NOr, _Term, _normal_form
 from .plan import _SoftMin
 
-__all__ = ["explain"]
+if TYPE_CHECKING:
+    from .energy import ComposedEnergy
+
+__all__ = ["describe"]
 
 
 def _num(w: float) -> str:
@@ -140,51 +142,3 @@ def describe(energy: ComposedEnergy) -> str:
     lines.append("formula:")
     lines.extend("  " + line for line in _formula(energy))
     return "\n".join(lines)
-
-
-class _SymbolicLibrary:
-    """Every name resolves (nothing is loaded): lets ``explain`` show a plan without a model."""
-
-    def __init__(self, semantics: str) -> None:
-        self.kind = "log_prob" if semantics == "logic" else "energy"
-        self.base = Head("base", None, None)
-        self._heads: dict[tuple, Head] = {}
-
-    def resolve(self, c: Concept) -> Head:
-        key = (c.name, c.factor)
-        if key not in self._heads:
-            self._heads[key] = Head(c.name, c.factor, None, None, self.kind, None)
-        return self._heads[key]
-
-    def names(self) -> list[str]:
-        return [h.key for h in self._heads.values()]
-
-
-def explain(expr_or_text: Expr | str, concepts: Any = None, *, semantics: str | None = None,
-            or_temperature: float = 1.0,
-            or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
-            guidance_scale: float | None = None) -> str:
-    """``compose(...).explain()`` (same arguments); without ``concepts``, names are not checked
-    and a base ``E_0`` is assumed, so the plan of any expression can be shown (``semantics=None``
-    is then ``"product"``).
-
-    Example:
-        >>> print(explain("~a & ~b | c"))  # doctest: +NORMALIZE_WHITESPACE
-        expression:  ~a & ~b | c
-        semantics:   product
-        normal form: ~a & ~b | c
-        leaves (3, evaluated in 4 calls):
-          a    (not loaded)
-          b    (not loaded)
-          c    (not loaded)
-          E_0  (not loaded)
-        formula:
-          E = softmin(-E[a] - E[b] + E_0, E[c])
-          softmin(e_1, ..., e_k) = -logsumexp_i(-e_i)
-    """
-    if concepts is None:
-        semantics = "product" if semantics is None else semantics
-        _check_semantics(semantics)
-        concepts = _SymbolicLibrary(semantics)
-    return compose(expr_or_text, concepts, semantics=semantics, or_temperature=or_temperature,
-                   or_log_weights=or_log_weights, guidance_scale=guidance_scale).explain()

@@ -4,7 +4,8 @@
 its standard error), the valid fraction, the spread of the factors the expression leaves free
 and, for ORs, the achieved mixture, next to the evaluator's own accuracy on real held-out data.
 ``conceptalg extrapolate`` samples every combination of two factors and draws the matrix.
-Torch-heavy modules are imported inside the command functions.
+Arguments and output paths are checked before any sampling (:mod:`conceptalg.cli_args`);
+torch-heavy modules are imported inside the command functions.
 """
 
 from __future__ import annotations
@@ -12,31 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
+
+from ..cli_args import (UsageError, check_device, check_output_file, check_picture,
+                        holdout_pairs, positive_float, positive_int, set_threads)
+from ..cli_args import err as _err
+from ..cli_args import out as _out
 
 __all__ = ["REGISTER"]
 
 
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-
-
 def _percent(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -47,30 +34,44 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "classifiers trained on real images of every pair (shapes only)")
     p.add_argument("--sampler", choices=("langevin", "mala", "hmc", "mh", "heun"), default=None,
                    help="default: the sampler the model was trained with")
-    p.add_argument("--steps", type=_positive, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="sampler steps (default: the model's)")
-    p.add_argument("--step-size", type=float, default=None)
+    p.add_argument("--step-size", type=positive_float, default=None)
     p.add_argument("--semantics", choices=("product", "guidance", "logic"), default=None,
                    help="default: the model's own")
-    p.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+    p.add_argument("--guidance-scale", type=positive_float, default=None, metavar="W",
                    help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch threads (one per process when runs share cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _setup(args: argparse.Namespace):
-    """Load the model, build the generator and the evaluator (with its real-data accuracy)."""
-    from .classifiers import make_evaluator
-    from .protocol import ModelSampler, model_info
+def _load(args: argparse.Namespace, exprs=()):
+    """Load the model and check that it can be evaluated and that ``exprs`` compose over it."""
+    from .. import compose
+    from .protocol import model_info
 
+    check_device(args.device)
+    set_threads(args.threads)
     info = model_info(args.model, device=args.device)
     if info.data not in ("shapes", "scenes"):
-        raise SystemExit(f"conceptalg {args.command}: no evaluator for a model trained on "
-                         f"{info.data!r} data; built-in evaluators cover shapes and scenes")
+        raise UsageError(f"no evaluator for a model trained on {info.data!r} data; built-in "
+                         f"evaluators cover shapes and scenes")
     if args.evaluator == "classifier" and info.data != "shapes":
-        raise SystemExit(f"conceptalg {args.command}: --evaluator classifier needs a shapes "
-                         f"model; {info.data} are evaluated by the decoder")
+        raise UsageError(f"--evaluator classifier needs a shapes model; {info.data} are "
+                         f"evaluated by the decoder")
+    for expr in exprs:  # unknown names and bad semantics before any sampling
+        compose(expr, info.model, semantics=args.semantics, guidance_scale=args.guidance_scale)
+    return info
+
+
+def _setup(args: argparse.Namespace, info):
+    """The generator and the evaluator (with its real-data accuracy) of a loaded model."""
+    from .classifiers import make_evaluator
+    from .protocol import ModelSampler
+
     if args.evaluator == "classifier":
         _err("training the evaluator classifiers on real images of every pair ...")
     evaluator = make_evaluator(info.data, args.evaluator, seed=args.seed, device=args.device)
@@ -78,7 +79,7 @@ def _setup(args: argparse.Namespace):
                             guidance_scale=args.guidance_scale, sampler=args.sampler,
                             steps=args.steps, step_size=args.step_size, device=args.device,
                             progress=not args.no_progress)
-    return info, generate, evaluator
+    return generate, evaluator
 
 
 def _evaluator_line(evaluator) -> str:
@@ -112,7 +113,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .protocol import evaluate_expressions
 
     exprs = [parse(e) for e in args.expr]  # syntax errors before any work
-    info, generate, evaluator = _setup(args)
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.grid:
+        check_picture(args.grid, "--grid")
+    info = _load(args, exprs)
+    generate, evaluator = _setup(args, info)
     results = evaluate_expressions(generate, exprs, evaluator, args.n, seed=args.seed,
                                    keep_samples=args.grid is not None)
     _out(f"model: {info.describe()}")
@@ -167,7 +173,7 @@ def _register_evaluate(sub) -> None:
                               '"red & circle" --expr "circle & ~red" --n 200 --json out.json')
     p.add_argument("--expr", action="append", required=True, metavar="EXPR",
                    help="an expression to evaluate (repeat the option for several)")
-    p.add_argument("--n", type=_positive, default=200,
+    p.add_argument("--n", type=positive_int, default=200,
                    help="samples per expression (default 200)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--grid", default=None, metavar="PNG",
@@ -185,23 +191,26 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
 
     names = [f.strip() for f in args.factors.split(",")]
     if len(names) != 2 or not all(names):
-        raise SystemExit(f"conceptalg extrapolate: --factors takes two factor names like "
-                         f"'shape,color', got {args.factors!r}")
+        raise UsageError(f"--factors takes two factor names like 'shape,color', got "
+                         f"{args.factors!r}")
     holdout = None
     if args.holdout is not None:
         try:
             holdout = DEFAULT_HOLDOUT if args.holdout == "default" else \
                 resolve_holdout(None if args.holdout == "none" else args.holdout)
         except ValueError as e:
-            raise SystemExit(f"conceptalg extrapolate: --holdout: {e}") from None
-    info, generate, evaluator = _setup(args)
+            raise UsageError(f"--holdout: {e}") from None
+    check_picture(args.out, "--out")
+    if args.csv:
+        check_output_file(args.csv, "--csv")
+    info = _load(args)
     if args.holdout is None:
         holdout = info.holdout
     missing = [f for f in names if f not in info.model.config.factors]
     if missing:
-        raise SystemExit(f"conceptalg extrapolate: the model has no factor(s) "
-                         f"{', '.join(map(repr, missing))}; its factors are "
-                         f"{', '.join(info.model.config.factors) or 'none'}")
+        raise UsageError(f"the model has no factor(s) {', '.join(map(repr, missing))}; its "
+                         f"factors are {', '.join(info.model.config.factors) or 'none'}")
+    generate, evaluator = _setup(args, info)
     matrix = extrapolation_matrix(generate, evaluator, info.model.config.factors, names[0],
                                   names[1], args.n, holdout=holdout, seed=args.seed)
     _out(f"model: {info.describe()}")
@@ -232,12 +241,6 @@ def _cmd_extrapolate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _holdout_arg(text: str):
-    from ..cli import _parse_pairs
-
-    return _parse_pairs(text)
-
-
 def _register_extrapolate(sub) -> None:
     p = sub.add_parser("extrapolate", help="sample every combination of two factors",
                        description="Sample factor_a=a & factor_b=b for every pair of values, "
@@ -247,11 +250,11 @@ def _register_extrapolate(sub) -> None:
                               "shape,color --n 16 --out matrix.png --csv matrix.csv")
     p.add_argument("--factors", default="shape,color", metavar="A,B",
                    help="the row and column factors (default shape,color)")
-    p.add_argument("--n", type=_positive, default=16, help="samples per cell (default 16)")
+    p.add_argument("--n", type=positive_int, default=16, help="samples per cell (default 16)")
     p.add_argument("--out", default="matrix.png", metavar="PNG", help="the figure")
     p.add_argument("--csv", default=None, metavar="FILE",
                    help="also write one line per cell (values, held_out, accuracy, stderr, n)")
-    p.add_argument("--holdout", type=_holdout_arg, default=None, metavar="PAIRS",
+    p.add_argument("--holdout", type=holdout_pairs, default=None, metavar="PAIRS",
                    help="the pairs held out of training, as for conceptalg train: 'default', "
                         "'none' or 'circle:red,square:green' (default: the model's own)")
     _common(p)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UnknownConceptError
-from ..expr import And, Concept, Expr, Not, Or, Weighted, concepts
+from ..expr import And, Concept, Expr, Not, Or, Weighted, as_expr, concepts
 
 __all__ = ["SampleLabels", "Proportion", "ExpressionScore", "truth", "correct", "proportion",
            "normalised_entropy", "free_factors", "diversity", "or_proportions", "score",
@@ -106,7 +106,7 @@ def truth(expr: Expr | str, labels: SampleLabels) -> Tensor:
         >>> truth(parse("circle & ~red"), labels).tolist()
         [False, True, False]
     """
-    expr = _as_expr(expr)
+    expr = as_expr(expr)
     cache: dict[Concept, Tensor] = {}
 
     def walk(e: Expr) -> Tensor:
@@ -208,7 +208,7 @@ def free_factors(expr: Expr | str, labels: SampleLabels) -> list[str]:
         ['size']
     """
     used = set()
-    for c in concepts(_as_expr(expr)):
+    for c in concepts(as_expr(expr)):
         if c.args is None:
             try:
                 used.add(labels.resolve(c)[0])
@@ -251,7 +251,7 @@ def or_proportions(expr: Expr | str, labels: SampleLabels) -> dict[str, dict[str
         {'red | blue': {'red': 0.75, 'blue': 0.25}}
     """
     out: dict[str, dict[str, float]] = {}
-    stack = [_as_expr(expr)]
+    stack = [as_expr(expr)]
     while stack:
         e = stack.pop()
         if isinstance(e, Or):
@@ -299,7 +299,7 @@ def score(expr: Expr | str, labels: SampleLabels) -> ExpressionScore:
         >>> s.accuracy.successes, s.accuracy.n, s.valid.value
         (2, 4, 0.75)
     """
-    expr = _as_expr(expr)
+    expr = as_expr(expr)
     hits = correct(expr, labels)
     return ExpressionScore(str(expr), proportion(hits), proportion(labels.valid),
                            diversity(expr, labels, among=hits), or_proportions(expr, labels))
@@ -319,11 +319,3 @@ def json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
-
-
-def _as_expr(expr: Expr | str) -> Expr:
-    if isinstance(expr, str):
-        from ..syntax import parse
-
-        return parse(expr)
-    return expr

@@ -3,8 +3,8 @@ and noise-conditioned diffusion-trained energies (DiffusionModel)."""
 
 from .backbones import ConvTrunk, MLPTrunk, build_backbone
 from .diffusion import DiffusionModel
-from .model import (BASE, HEAD_KINDS, OBJECTIVES, PARAMETERIZATIONS, ConceptModel, ModelConfig,
-                    build_model)
+from .build import build_model
+from .model import BASE, HEAD_KINDS, OBJECTIVES, PARAMETERIZATIONS, ConceptModel, ModelConfig
 
 __all__ = ["ConceptModel", "DiffusionModel", "ModelConfig", "build_model", "MLPTrunk",
            "ConvTrunk", "build_backbone", "BASE", "HEAD_KINDS", "OBJECTIVES",

@@ -34,6 +34,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from .model import BASE
+
 __all__ = ["DiffusionModel", "NoiseConditionedUNet", "NoiseConditionedMLP", "fourier_features",
            "edm_coefficients"]
 
@@ -198,7 +200,6 @@ class DiffusionModel(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        from .model import BASE
         self.config = config
         self.base_name = BASE
         self.head_names = config.concept_names

@@ -39,7 +39,7 @@ from ..sampling.settings import check_int
 from .backbones import build_backbone
 
 __all__ = ["ModelConfig", "ConceptModel", "BASE", "HEAD_KINDS", "OBJECTIVES",
-           "PARAMETERIZATIONS", "build_model"]
+           "PARAMETERIZATIONS"]
 
 BASE = "__base__"
 HEAD_KINDS = ("linear", "film", "classifier")
@@ -47,20 +47,6 @@ OBJECTIVES = ("cd", "dsm")
 PARAMETERIZATIONS = ("energy", "score")
 
 
-def build_model(config: "ModelConfig") -> nn.Module:
-    """The network a config describes: a :class:`ConceptModel` (``objective="cd"``) or a
-    :class:`~conceptalg.models.diffusion.DiffusionModel` (``objective="dsm"``).
-
-    Example:
-        >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left", "right"]},
-        ...                   backbone="mlp", bounds=None)
-        >>> type(build_model(cfg)).__name__
-        'ConceptModel'
-    """
-    if config.objective == "dsm":
-        from .diffusion import DiffusionModel
-        return DiffusionModel(config)
-    return ConceptModel(config)
 
 
 @dataclass

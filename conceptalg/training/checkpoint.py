@@ -1,22 +1,17 @@
-"""Durable checkpoints: a run directory of versioned checkpoints and an atomic ``latest`` pointer.
+"""Durable checkpoints: what a checkpoint directory holds, and saving and loading it safely.
 
-On disk::
+On disk (the run directory, its ``latest`` pointer and atomic writes: :mod:`.rundir`)::
 
     run_dir/
       latest                  {"checkpoint": "ckpt-000200", "step": 200}
-      ckpt-000100/
       ckpt-000200/
         config.json           format and version, step, model config, the trainer's metadata,
                               the optimiser's non-tensor state, package versions, and the
                               SHA-256 and size of every other file (plus its own SHA-256)
         model.safetensors     the model's state dict
         optimizer.safetensors the optimiser's tensors (when an optimiser was given)
-        state.safetensors     the trainer's extra tensors: replay buffers, RNG states, EMA, ...
-
-Durability: a checkpoint is written as ``.tmp-ckpt-000200-<pid>``, every file and the directory
-fsync'd, then renamed into place; only then is ``latest`` replaced (a temporary file, fsync,
-``os.replace``). So a ``kill -9`` at any moment leaves ``latest`` absent or naming a complete
-checkpoint. The next save removes what a dead writer left behind. One writer per run directory.
+        state.safetensors     the trainer's extra tensors: replay buffers, RNG states
+                              (:mod:`.rng`), EMA, ...
 
 Safety: only safetensors and JSON are read; nothing is ever unpickled. Every file is checked
 against the SHA-256 that config.json records, and config.json against the SHA-256 of its own
@@ -28,9 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,21 +33,18 @@ from safetensors.torch import save as _st_save
 
 from .. import __version__
 from ..errors import CheckpointError
-from ..models.model import ConceptModel, ModelConfig, build_model
+from ..models.build import build_model
+from ..models.model import ConceptModel, ModelConfig
+from .rng import restore_rng_state, rng_state_tensors
+from .rundir import (CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, earlier_hint,
+                     fsync_directory, latest_checkpoint, list_checkpoints, prune,
+                     remove_leftovers, resolve_checkpoint, write_directory, write_latest)
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "load", "list_checkpoints",
            "latest_checkpoint", "rng_state_tensors", "restore_rng_state", "FORMAT", "VERSION"]
 
 FORMAT = "conceptalg-checkpoint"
 VERSION = 1
-LATEST = "latest"
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.safetensors"
-
-_CHECKPOINT_NAME = re.compile(r"ckpt-(\d+)$")
-_LEFTOVER_NAME = re.compile(r"\.(?:tmp|old)-.*-(\d+)$")  # ends with the writer's pid
 
 
 # --- saving -------------------------------------------------------------------------------
@@ -110,25 +99,25 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: ConceptMode
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(run_dir)
+    remove_leftovers(run_dir)
     name, pid = f"ckpt-{step:06d}", os.getpid()
     final = run_dir / name
-    temp = _write_directory(run_dir / f".tmp-{name}-{pid}", files)
+    temp = write_directory(run_dir / f".tmp-{name}-{pid}", files)
     if not final.exists():
         os.rename(temp, final)
-        _fsync_directory(run_dir)
+        fsync_directory(run_dir)
     else:
         # ``latest`` may name the copy being replaced: point it at the complete temporary copy
         # while the step's name changes hands, so no moment leaves it naming a missing one.
-        _write_latest(run_dir, temp.name, step)
+        write_latest(run_dir, temp.name, step)
         old = run_dir / f".old-{name}-{pid}"
         os.rename(final, old)
-        os.rename(_write_directory(run_dir / f".tmp-copy-{name}-{pid}", files), final)
-        _fsync_directory(run_dir)
-    _write_latest(run_dir, name, step)
+        os.rename(write_directory(run_dir / f".tmp-copy-{name}-{pid}", files), final)
+        fsync_directory(run_dir)
+    write_latest(run_dir, name, step)
     if keep is not None:
-        _prune(run_dir, keep)
-    _remove_leftovers(run_dir)
+        prune(run_dir, keep)
+    remove_leftovers(run_dir)
     return final
 
 
@@ -219,181 +208,6 @@ def _decode(obj: Any, flat: dict[str, torch.Tensor]) -> Any:
     return {k: _decode(v, flat) for k, v in obj.items()}
 
 
-def _write_directory(path: Path, files: dict[str, bytes]) -> Path:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir()
-    for name, data in files.items():
-        _write_file(path / name, data)
-    _fsync_directory(path)
-    return path
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    if os.name == "nt":  # Windows cannot open a directory to fsync it
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_latest(run_dir: Path, name: str, step: int) -> None:
-    temp = run_dir / f".tmp-latest-{os.getpid()}"
-    temp.unlink(missing_ok=True)
-    _write_file(temp, (json.dumps({"checkpoint": name, "step": step}) + "\n").encode())
-    os.replace(temp, run_dir / LATEST)
-    _fsync_directory(run_dir)
-
-
-def _latest_name(run_dir: Path) -> str | None:
-    """The directory ``latest`` names, or None when it is absent or unreadable."""
-    try:
-        return _parse_latest(run_dir / LATEST)
-    except (OSError, CheckpointError):
-        return None
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # our own leftovers: a save of this process that failed part-way
-    if os.name == "nt":  # os.kill would terminate it; keep the leftover
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_leftovers(run_dir: Path) -> None:
-    """Remove temporary files and directories of dead writers, except what ``latest`` names."""
-    protected = _latest_name(run_dir)
-    for entry in run_dir.iterdir():
-        match = _LEFTOVER_NAME.match(entry.name)
-        if match is None or entry.name == protected or _process_alive(int(match[1])):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-def _prune(run_dir: Path, keep: int) -> None:
-    protected = _latest_name(run_dir)
-    checkpoints = list_checkpoints(run_dir)
-    doomed = [p for p in checkpoints if p.name != protected]  # oldest step first
-    for path in doomed[:max(0, len(checkpoints) - keep)]:
-        # Rename first so a kill mid-delete never leaves a half-deleted ckpt-* directory.
-        old = run_dir / f".old-{path.name}-{os.getpid()}"
-        os.rename(path, old)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-# --- finding checkpoints -----------------------------------------------------------------
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """The ``ckpt-<step>`` directories of a run directory, oldest step first.
-
-    Example:
-        >>> [p.name for p in list_checkpoints("runs/toy")]  # doctest: +SKIP
-        ['ckpt-000100', 'ckpt-000200']
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [(int(m[1]), p) for p in run_dir.iterdir()
-             if (m := _CHECKPOINT_NAME.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint directory ``run_dir/latest`` names, or None if there is no ``latest``
-    yet (a fresh run); raises :class:`CheckpointError` if it names a missing directory.
-
-    Example:
-        >>> resume = latest_checkpoint("runs/toy")  # doctest: +SKIP
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / LATEST).exists():
-        return None
-    return _follow_latest(run_dir)
-
-
-def _parse_latest(pointer: Path) -> str:
-    try:
-        data = json.loads(pointer.read_text(encoding="utf-8"))
-        name = data["checkpoint"]
-    except FileNotFoundError:
-        raise
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(
-            f"{pointer}: not a valid 'latest' pointer ({type(e).__name__}: {e}); it should hold "
-            f'{{"checkpoint": "ckpt-NNNNNN"}}. Rewrite it, or load a checkpoint directory '
-            f"directly") from None
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
-            or "\\" in name:
-        raise CheckpointError(f"{pointer}: names {name!r}, which is not a directory name in the "
-                              f"run directory. Rewrite it, or load a checkpoint directory directly")
-    return name
-
-
-def _follow_latest(run_dir: Path) -> Path:
-    pointer = run_dir / LATEST
-    target = run_dir / _parse_latest(pointer)
-    if not target.is_dir():
-        raise CheckpointError(f"{pointer}: names {target.name}, but {target} is missing. "
-                              f"{_earlier_hint(run_dir)}")
-    return target
-
-
-def _resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint directory from a checkpoint directory or a run directory."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint or run directory; check the path (a run "
-                              f"directory holds 'latest' and ckpt-NNNNNN/ directories)")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: is a file; pass the run directory or a checkpoint "
-                              f"directory (ckpt-NNNNNN/), not a file inside it")
-    if (path / LATEST).exists():
-        return _follow_latest(path)
-    checkpoints = list_checkpoints(path)
-    if checkpoints:
-        # Without the pointer we cannot tell which checkpoint the run meant to publish, so we
-        # refuse rather than guess; the newest one is named so the user can choose it.
-        raise CheckpointError(
-            f"{path / LATEST}: missing; the run directory holds {len(checkpoints)} "
-            f"checkpoint(s) but no 'latest' pointer (it was deleted, or the first save was "
-            f"interrupted before publishing it). Load one explicitly, e.g. "
-            f"conceptalg.load({str(checkpoints[-1])!r})")
-    if (path / CONFIG_FILE).exists() or _CHECKPOINT_NAME.match(path.name) \
-            or any(path.glob("*.safetensors")):
-        return path  # a checkpoint directory (a missing config.json is reported by the reader)
-    raise CheckpointError(f"{path / LATEST}: missing; {path} is neither a run directory (no "
-                          f"'latest', no ckpt-NNNNNN/) nor a checkpoint (no {CONFIG_FILE}). "
-                          f"Train first, or pass the directory training wrote to")
-
-
-def _earlier_hint(checkpoint_or_run: Path) -> str:
-    run_dir = checkpoint_or_run if (checkpoint_or_run / LATEST).exists() \
-        else checkpoint_or_run.parent
-    others = [p.name for p in list_checkpoints(run_dir) if p != checkpoint_or_run]
-    if others:
-        return (f"Load another checkpoint of this run ({', '.join(others[-3:])}), or re-run "
-                f"training with --resume from an earlier checkpoint")
-    return "Restore the file from a backup, or re-run training to recreate the checkpoint"
-
 
 # --- loading -------------------------------------------------------------------------------
 
@@ -439,7 +253,7 @@ class Checkpoint:
             state = _decode(entry["state_dict"], flat)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{file}: lacks the tensor {e} that {CONFIG_FILE} refers to. "
-                                  f"{_earlier_hint(self.path)}") from None
+                                  f"{earlier_hint(self.path)}") from None
         try:
             optimizer.load_state_dict(state)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -458,7 +272,7 @@ def load_checkpoint(path: str | os.PathLike, *,
         >>> ckpt.step, ckpt.metadata["lr"]  # doctest: +SKIP
         (200, 0.0001)
     """
-    directory = _resolve(path)
+    directory = resolve_checkpoint(path)
     manifest = _read_manifest(directory)
     _verify_files(directory, manifest)
     config, model = _build_model(directory, manifest, map_location)
@@ -480,7 +294,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         >>> model = conceptalg.load("runs/toy")  # doctest: +SKIP
         >>> energy = conceptalg.compose("left & ~right", model)  # doctest: +SKIP
     """
-    directory = _resolve(path)
+    directory = resolve_checkpoint(path)
     manifest = _read_manifest(directory)
     _verify_files(directory, manifest)
     return _build_model(directory, manifest, map_location)[1]
@@ -492,10 +306,10 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(file.read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"{file}: missing, so {directory} is not a complete checkpoint. "
-                              f"{_earlier_hint(directory)}") from None
+                              f"{earlier_hint(directory)}") from None
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
         raise CheckpointError(f"{file}: not valid JSON ({e}); the file is truncated or "
-                              f"corrupted. {_earlier_hint(directory)}") from None
+                              f"corrupted. {earlier_hint(directory)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise CheckpointError(f"{file}: not a conceptalg checkpoint config (format {found!r}, "
@@ -509,7 +323,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     recorded = manifest.pop("config_sha256", None)
     if recorded != _canonical_sha256(manifest):
         raise CheckpointError(f"{file}: SHA-256 mismatch: the file was altered or corrupted "
-                              f"after it was written. {_earlier_hint(directory)}")
+                              f"after it was written. {earlier_hint(directory)}")
     expected = {"step": int, "model_config": dict, "metadata": dict, "files": dict}
     for key, kind in expected.items():
         if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
@@ -529,18 +343,18 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 def _verify_file(file: Path, entry: dict, directory: Path) -> None:
     if not file.is_file():
         raise CheckpointError(f"{file}: missing ({CONFIG_FILE} lists it). "
-                              f"{_earlier_hint(directory)}")
+                              f"{earlier_hint(directory)}")
     size = file.stat().st_size
     if size != entry["size"]:
         raise CheckpointError(f"{file}: {size} bytes, expected {entry['size']}: the file is "
-                              f"truncated or altered. {_earlier_hint(directory)}")
+                              f"truncated or altered. {earlier_hint(directory)}")
     digest = hashlib.sha256()
     with open(file, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     if digest.hexdigest() != entry["sha256"]:
         raise CheckpointError(f"{file}: SHA-256 mismatch: the file was altered or corrupted "
-                              f"after it was written. {_earlier_hint(directory)}")
+                              f"after it was written. {earlier_hint(directory)}")
 
 
 def _verify_files(directory: Path, manifest: dict) -> None:
@@ -558,7 +372,7 @@ def _read_tensors(file: Path, entry: dict | None, directory: Path) -> dict[str, 
         raise CheckpointError(f"{file}: cannot be read ({e})") from None
     except Exception as e:  # the parser's own errors: a damaged header or data section
         raise CheckpointError(f"{file}: not a readable safetensors file ({type(e).__name__}: "
-                              f"{e}). {_earlier_hint(directory)}") from None
+                              f"{e}). {earlier_hint(directory)}") from None
 
 
 def _build_model(directory: Path, manifest: dict,
@@ -584,78 +398,6 @@ def _build_model(directory: Path, manifest: dict,
         shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
         raise CheckpointError(f"{file}: the weights do not match the model config in "
                               f"{CONFIG_FILE}: {shown}. The two files come from different "
-                              f"models; {_earlier_hint(directory).lower()}")
+                              f"models; {earlier_hint(directory).lower()}")
     model.load_state_dict(weights)
     return config, model.to(map_location).eval()
-
-
-# --- random number generator states --------------------------------------------------------
-
-def rng_state_tensors(generator: torch.Generator | None = None, *,
-                      prefix: str = "rng.") -> dict[str, torch.Tensor]:
-    """The states of torch's global CPU (and CUDA) RNG, Python's ``random``, numpy's global
-    RNG and ``generator`` as tensors (uint8 for torch, int64/float64 for the Mersenne
-    Twisters), ready to pass in ``save_checkpoint(tensors=...)``; no pickling involved.
-
-    Example:
-        >>> state = rng_state_tensors()
-        >>> a = torch.rand(3)
-        >>> restore_rng_state(state)
-        >>> torch.equal(torch.rand(3), a)
-        True
-    """
-    version, words, gauss = random.getstate()
-    out = {
-        f"{prefix}torch": torch.get_rng_state(),
-        f"{prefix}python": torch.tensor([version, *words], dtype=torch.int64),
-        f"{prefix}python_gauss": torch.tensor([gauss is not None, gauss or 0.0],
-                                              dtype=torch.float64),
-    }
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"{prefix}cuda.{i}"] = state
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        np = None
-    if np is not None:
-        kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-        out[f"{prefix}numpy"] = torch.from_numpy(keys.astype(np.int64))
-        out[f"{prefix}numpy_pos"] = torch.tensor([pos, has_gauss], dtype=torch.int64)
-        out[f"{prefix}numpy_gauss"] = torch.tensor([cached], dtype=torch.float64)
-    if generator is not None:
-        out[f"{prefix}generator"] = generator.get_state()
-    return {k: v.clone() for k, v in out.items()}
-
-
-def restore_rng_state(tensors: dict[str, torch.Tensor], generator: torch.Generator | None = None,
-                      *, prefix: str = "rng.") -> None:
-    """Restore what :func:`rng_state_tensors` captured (other keys in ``tensors`` are ignored,
-    so a checkpoint's whole ``tensors`` dict can be passed). CUDA states are restored for the
-    devices present in both; on a machine without CUDA they are skipped.
-
-    Example:
-        >>> restore_rng_state(load_checkpoint("runs/toy").tensors)  # doctest: +SKIP
-    """
-    def get(name: str) -> torch.Tensor:
-        try:
-            return tensors[prefix + name].cpu()
-        except KeyError:
-            raise CheckpointError(f"no {prefix + name!r} tensor among the given tensors; they were "
-                                  f"not made by rng_state_tensors(prefix={prefix!r})") from None
-
-    torch.set_rng_state(get("torch").to(torch.uint8))
-    python, gauss = get("python").tolist(), get("python_gauss").tolist()
-    random.setstate((python[0], tuple(python[1:]), gauss[1] if gauss[0] else None))
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            if f"{prefix}cuda.{i}" in tensors:
-                torch.cuda.set_rng_state(tensors[f"{prefix}cuda.{i}"].cpu(), i)
-    if f"{prefix}numpy" in tensors:
-        import numpy as np
-
-        pos, has_gauss = get("numpy_pos").tolist()
-        np.random.set_state(("MT19937", get("numpy").numpy().astype(np.uint32), pos, has_gauss,
-                             float(get("numpy_gauss")[0])))
-    if generator is not None:
-        generator.set_state(get("generator").to(torch.uint8))

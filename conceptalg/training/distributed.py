@@ -39,7 +39,7 @@ from ..errors import ConceptAlgError
 
 __all__ = ["Distributed", "DistributedError", "DEFAULT_TIMEOUT", "from_environment", "current",
            "shutdown", "rank_seed", "shard_bounds", "check_same_setup", "gather_to_main",
-           "all_gather_rows", "broadcast_int", "guard"]
+           "all_gather_rows", "broadcast_int", "guard", "redeal"]
 
 DEFAULT_TIMEOUT = 600.0
 """Seconds a process waits for the others (at start-up and in every collective) before failing."""
@@ -216,6 +216,22 @@ def shard_bounds(n: int, world_size: int) -> list[int]:
         ([0, 3, 7], [0, 2, 4, 6])
     """
     return [(n * r) // world_size for r in range(world_size + 1)]
+
+
+def redeal(parts: list[Tensor], rank: int, world_size: int) -> Tensor:
+    """Rank ``rank``'s share of buffers ``parts`` (each oldest first): all rows merged by
+    relative age (stable, so ties keep rank order), then every ``world_size``-th row: how a
+    run resumed on another number of processes shares out the saved replay buffers.
+
+    Example:
+        >>> parts = [torch.tensor([[1.], [2.]]), torch.tensor([[10.], [20.]])]
+        >>> redeal(parts, 0, 1)[:, 0].tolist()
+        [1.0, 10.0, 2.0, 20.0]
+    """
+    ages = torch.cat([torch.arange(1, len(p) + 1, dtype=torch.float64) / max(len(p), 1)
+                      for p in parts])                                   # (0, 1], 1 = newest
+    merged = torch.cat(parts)[torch.argsort(ages, stable=True)]
+    return merged[rank::world_size]
 
 
 # --- collectives -----------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, CompileError
-from ..models.model import ConceptModel, ModelConfig, build_model
+from ..models.build import build_model
+from ..models.model import ConceptModel, ModelConfig
 from ..sampling.settings import check_int, check_sampler_defaults
 from .checkpoint import load_checkpoint, save_checkpoint
 

@@ -1,0 +1,278 @@
+"""The ``train`` subcommand (registered by :mod:`conceptalg.cli`): contrastive divergence or
+denoising score matching on built-in or local data, alone or under ``torchrun``.
+
+Every argument is checked before any data is made or loaded (:func:`_check_train_args`): the
+run directory can be written and is not another run's unless ``--resume``, ``--root`` and
+``--csv`` exist, the hold-out names real shapes and colours. Torch-heavy modules are imported
+inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli_args import (UsageError, check_device, check_file, check_folder, check_run_dir,
+                       holdout_pairs, positive_float, positive_int, set_threads)
+from .cli_args import err as _err
+from .cli_args import out as _out
+
+__all__ = ["register"]
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    """Every check of ``train`` that needs no data or model, before any work."""
+    if args.objective == "cd" and args.parameterization != "energy":
+        raise UsageError("--parameterization score needs --objective dsm (contrastive "
+                         "divergence trains energies)")
+    if args.objective == "dsm" and (args.heads != "linear" or args.colour_blind):
+        raise UsageError("--heads and --colour-blind apply to --objective cd (dsm conditions "
+                         "one network on the concept); drop them")
+    check_device(args.device)
+    check_run_dir(args.out, resume=args.resume)
+    builtin = args.data in ("toy2d", "shapes", "scenes", "digits")
+    if builtin:
+        for option, value in (("--root", args.root), ("--csv", args.csv),
+                              ("--attributes", args.attributes)):
+            if value is not None:
+                raise UsageError(f"{option} applies to --data celeba or folder; --data "
+                                 f"{args.data} is built in")
+    else:
+        what = "the CelebA folder" if args.data == "celeba" else \
+            "the image folder (with attributes.csv, or give --csv)"
+        check_folder(args.root, "--root", what)
+        if args.csv is not None:
+            if args.data != "folder":
+                raise UsageError("--csv applies to --data folder (CelebA has its own files)")
+            check_file(args.csv, "--csv", "the attribute CSV (filename,attr1,...)")
+    if args.holdout != "default":
+        if args.data != "shapes":
+            raise UsageError(f"--holdout applies to --data shapes, not {args.data}")
+        if args.holdout != "none":
+            from .data.shapes import resolve_holdout
+
+            try:
+                resolve_holdout(args.holdout)
+            except ValueError as e:
+                raise UsageError(f"--holdout: {e}") from None
+
+
+def _training_data(args: argparse.Namespace):
+    from .training import ConceptData, builtin_data
+
+    if args.data in ("toy2d", "shapes", "scenes", "digits"):
+        holdout = args.holdout
+        if args.data == "shapes" and holdout == "none":
+            holdout = None
+        return builtin_data(args.data, n=args.n, seed=args.seed, holdout=holdout)
+    import torch
+
+    from .data.attributes import load_attribute_folder, load_celeba
+
+    attributes = args.attributes.split(",") if args.attributes else None
+    try:
+        if args.data == "celeba":
+            dataset = load_celeba(args.root, "train", attributes, resolution=args.resolution)
+        else:
+            dataset = load_attribute_folder(args.root, args.csv, attributes,
+                                            resolution=args.resolution)
+    except FileNotFoundError as e:  # the loaders name the file they looked for
+        raise UsageError(f"{e}; check --root{' and --csv' if args.data == 'folder' else ''}") \
+            from None
+    n = min(len(dataset), args.n)
+    images, values = zip(*(dataset[i] for i in range(n)))
+    x, values = torch.stack(images), torch.stack(values)                 # [N, 3, R, R], [N, A]
+    names = dataset.table.names
+    # each binary attribute is a concept trained on the images that have it
+    factors = {a: [a] for a in names}
+    labels = {a: torch.where(values[:, j] > 0, 0, -1) for j, a in enumerate(names)}
+    return ConceptData(x, factors, labels, name=args.data)
+
+
+def _write_metrics(history, out_dir) -> None:
+    import csv
+    from pathlib import Path
+
+    keys = sorted({k for m in history for k in m}, key=lambda k: (k != "step", k))
+    path = Path(out_dir) / "metrics.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _check_train_args(args)
+    set_threads(args.threads)
+    from pathlib import Path
+
+    from .plots import save_training_curve
+    from .training import Trainer, TrainingDiverged, default_train_config
+    from .training import distributed
+    from .training.checkpoint import latest_checkpoint
+    from .training.dsm import DSMTrainer, default_dsm_config
+
+    # Under torchrun every process runs this command: join them (None when alone). Rank 0
+    # logs and writes files; saving is collective (the others wait for rank 0's write).
+    ours = not (distributed.dist.is_available() and distributed.dist.is_initialized())
+    group = distributed.from_environment(args.device, timeout=args.timeout)
+    device = group.device if group else args.device
+    main = group is None or group.is_main
+    say = _err if main else (lambda text: None)
+    out = Path(args.out)
+    try:
+        data = _training_data(args)
+        dsm = args.objective == "dsm"
+        if dsm and group is not None:
+            say("conceptalg train: --objective dsm trains in one process; run it without "
+                "torchrun")
+            return 2
+        if args.resume and latest_checkpoint(out) is not None:
+            if dsm:
+                trainer = DSMTrainer.resume(out, data, device=device, steps=args.steps)
+            else:
+                trainer = Trainer.resume(out, data, device=device, steps=args.steps)
+            say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
+        else:
+            if args.resume:
+                say(f"no checkpoint in {out} yet: starting a new run")
+            overrides = {k: v for k, v in dict(
+                steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                langevin_steps=args.langevin_steps, log_every=args.log_every).items()
+                if v is not None}
+            options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
+                else None
+            try:
+                if dsm:
+                    overrides.pop("langevin_steps", None)
+                    trainer = DSMTrainer(data, config=default_dsm_config(data.sample_shape,
+                                                                         **overrides),
+                                         parameterization=args.parameterization, device=device)
+                else:
+                    config = default_train_config(data.sample_shape, **overrides)
+                    trainer = Trainer(data, config=config, heads=args.heads, device=device,
+                                      backbone_options=options,
+                                      colour_blind=[f for f in args.colour_blind.split(",")
+                                                    if f])
+            except ValueError as e:  # a model the options cannot build: a usage error
+                say(f"conceptalg train: {e}")
+                return 2
+        if group is not None:
+            say(f"training on {group.world_size} processes ({group.backend}): "
+                f"{trainer.config.batch_size} samples per process and step, "
+                f"{trainer.config.batch_size * group.world_size} in all")
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+
+        def checkpoint(tr, metrics) -> None:
+            if main:
+                _write_metrics(tr.history, out)
+            if tr.step % args.checkpoint_every == 0 or tr.step >= tr.config.steps:
+                tr.save(out, keep=args.keep)  # every rank: the buffers are gathered
+                if main:
+                    save_training_curve(tr.history, out / "training.png")
+
+        restore = _stop_on_sigterm()
+        try:
+            trainer.fit(progress=not args.no_progress, callback=checkpoint)
+        except TrainingDiverged as e:
+            say(f"conceptalg train: {e}\nThe last checkpoint in {out} holds good weights.")
+            return 1
+        except KeyboardInterrupt:
+            if group is not None:  # the others may be anywhere: a collective save could hang
+                say(f"interrupted at step {trainer.step}; continue from the last checkpoint "
+                    f"with --resume")
+                if ours:
+                    distributed.shutdown(wait=False)
+                return 130
+            trainer.save(out, keep=args.keep)
+            _err(f"interrupted at step {trainer.step}: saved; continue with --resume")
+            return 130
+        finally:
+            restore()
+        path = trainer.save(out, keep=args.keep)
+        if main:
+            if trainer.history:
+                save_training_curve(trainer.history, out / "training.png")
+                _write_metrics(trainer.history, out)
+            _out(f"trained {trainer.step} steps: {path}")
+            _out(f"metrics: {out / 'metrics.csv'}, curve: {out / 'training.png'}")
+        return 0
+    except BaseException:
+        if ours:  # the others may be gone: do not wait for them
+            distributed.shutdown(wait=False)
+        raise
+    finally:
+        if ours:  # a normal end (a no-op after a failure); a caller's group stays the caller's
+            distributed.shutdown()
+
+
+def _stop_on_sigterm():
+    """Treat SIGTERM like Ctrl-C while training (save, then exit 130): ``kill``, job schedulers
+    and the background jobs of a non-interactive shell, which ignore SIGINT, all send it.
+    Returns a function that puts the previous handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def register(sub) -> None:
+    """Add the ``train`` subcommand to argparse's subparsers ``sub``."""
+    p = sub.add_parser("train", help="train concept heads by contrastive divergence",
+                       description="Train a concept model on built-in or local data; writes "
+                                   "checkpoints, metrics.csv and training.png into --out. Runs "
+                                   "on several processes under torchrun (one per GPU, or CPU "
+                                   "processes with gloo); rank 0 writes the files.",
+                       epilog="Example: conceptalg train --data shapes --out runs/shapes "
+                              "--heads linear --steps 20000")
+    p.add_argument("--data", required=True,
+                   choices=("toy2d", "shapes", "scenes", "digits", "celeba", "folder"))
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--objective", choices=("cd", "dsm"), default="cd",
+                   help="cd: contrastive divergence (default); dsm: denoising score matching "
+                        "of noise-conditioned energies (EDM recipe, no chains in training)")
+    p.add_argument("--parameterization", choices=("energy", "score"), default="energy",
+                   help="dsm: 'energy' (scalar energies: every semantics and sampler) or "
+                        "'score' (cheaper to train; scores only: AND/NOT, langevin and heun)")
+    p.add_argument("--heads", choices=("linear", "film", "classifier"), default="linear")
+    p.add_argument("--holdout", type=holdout_pairs, default="default", metavar="PAIRS",
+                   help="shapes: 'default', 'none' or 'circle:red,square:green'")
+    p.add_argument("--steps", type=positive_int, default=None, help="training iterations")
+    # --num-samples: under torchrun, `--n` is an ambiguous abbreviation of torchrun's own options
+    p.add_argument("--n", "--num-samples", dest="n", type=positive_int, default=20_000,
+                   help="number of training samples")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--langevin-steps", type=positive_int, default=None)
+    p.add_argument("--width", type=positive_int, default=None, help="conv trunk width")
+    p.add_argument("--colour-blind", default="", metavar="FACTORS",
+                   help="comma-separated factors whose heads read a colour-blind trunk "
+                        "(conv, linear or classifier heads), e.g. shape,size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch threads (one per process when runs share cores)")
+    p.add_argument("--log-every", type=positive_int, default=None)
+    p.add_argument("--checkpoint-every", type=positive_int, default=200)
+    p.add_argument("--keep", type=positive_int, default=3, help="checkpoints kept")
+    p.add_argument("--device", default=None,
+                   help="cpu (default) or cuda (under torchrun: each process's cuda:LOCAL_RANK)")
+    p.add_argument("--timeout", type=positive_float, default=600.0, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others before "
+                        "failing (default 600)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--root", default=None, help="celeba/folder: the data directory")
+    p.add_argument("--csv", default=None, help="folder: the attribute CSV")
+    p.add_argument("--attributes", default=None, help="celeba/folder: comma-separated names")
+    p.add_argument("--resolution", type=positive_int, default=64,
+                   help="celeba/folder image size")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
