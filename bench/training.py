@@ -285,12 +285,17 @@ def markdown(result: dict) -> str:
     if result.get("curve"):
         lines += ["", "Accuracy: one clean object of the asked pair; read: the decoder's reading "
                       "of the largest object is the asked pair, clean or not.", "",
-                  "| arm | step | training hours | seen | held out | read seen | read held out |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| arm | step | training hours | seen | held out | read seen | read held out "
+                  "| guidance | clean unconditional |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in result["curve"]:
             hours = "" if p["training hours"] is None else f"{p['training hours']:.2f}"
-            cells = [f"{100 * p[k]['accuracy']:.1f} ± {100 * p[k]['stderr']:.1f}"
-                     for k in ("seen", "held out", "read seen", "read held out")]
+            cells = [f"{100 * p[k]['accuracy']:.1f} ± {100 * p[k]['stderr']:.1f}" if k in p
+                     else "" for k in ("seen", "held out", "read seen", "read held out")]
+            cells.append(f"{p['guidance scale']:g}" if p.get("guidance scale") else "")
+            clean = p.get("clean unconditional")
+            cells.append(f"{100 * clean['accuracy']:.1f} ± {100 * clean['stderr']:.1f}"
+                         if clean else "")
             lines.append(f"| {p['arm']} | {p['step']} | {hours} | " + " | ".join(cells) + " |")
         first = result["curve"][0]
         lines.append(f"\n(n per cell: seen {first['seen']['n']}, held out "
@@ -303,6 +308,23 @@ def markdown(result: dict) -> str:
                 f"{100 * p[k]['accuracy']:.1f} ± {100 * p[k]['stderr']:.1f}"
                 for k in ("read seen", "read held out", "held out")) + " |")
     return "\n".join(lines)
+
+
+def merge(paths: list[str], out: Path) -> int:
+    """One result from several: the first file's throughput, every file's curve points."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    result = {**parts[0], "curve": sorted((q for part in parts for q in part.get("curve", [])),
+                                          key=lambda q: (q["arm"], q["step"])),
+              "merged from": paths}
+    if not result["throughput"]:
+        result["throughput"] = next((part["throughput"] for part in parts
+                                     if part.get("throughput")), None)
+    plot_curve(result["curve"], out.with_name(out.stem + "-curve.png"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result) + "\n")
+    print(markdown(result))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,8 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance-scales", default="1,2,3,5",
                         help="curve, dsm snapshots: guidance scales to choose from on seen "
                              "pairs (comma-separated)")
+    parser.add_argument("--merge", nargs="*", default=[], metavar="JSON",
+                        help="join the curves of earlier runs of this script (e.g. one process "
+                             "per arm) into --out, with the figure; nothing is sampled")
     parser.add_argument("--out", default=str(RESULTS / "training.json"))
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     torch.set_num_threads(1)
     out = Path(args.out)
     result: dict = {"machine": platform.platform(), "torch": torch.__version__}

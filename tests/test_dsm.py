@@ -301,11 +301,16 @@ def test_default_dsm_config_by_kind_of_data_and_noise_statistics():
     assert (img.batch_size, img.ema) == (64, 0.999)
     x = torch.tensor([[0.0, 2.0], [2.0, 4.0]])
     stats = noise_statistics(x, DSMConfig())
-    # σ_d = RMS deviation over all coordinates; EDM's 0.002–80 range scaled by σ_d / 0.5
+    # σ_d = RMS deviation over all coordinates; vectors: 0.1 σ_d to 3 σ_d
     assert stats["sigma_data"] == pytest.approx(1.0)
-    assert (stats["sigma_min"], stats["sigma_max"]) == pytest.approx((0.004, 160.0))
+    assert (stats["sigma_min"], stats["sigma_max"]) == pytest.approx((0.1, 3.0))
+    assert (vec.p_mean, vec.reference_batch, img.p_mean, img.reference_batch) == \
+        (-2.4, 1024, -1.2, 0)
     images = torch.zeros(2, 1, 2, 2)
     images[1] = 1.0
+    # images: EDM's 0.002–80 range scaled by σ_d / 0.5 (here σ_d = 0.5)
+    assert (noise_statistics(images, DSMConfig())["sigma_min"],
+            noise_statistics(images, DSMConfig())["sigma_max"]) == pytest.approx((0.002, 80.0))
     assert noise_statistics(images, DSMConfig(sigma_min=0.1))["mean"] == pytest.approx(0.5)
     assert noise_statistics(images, DSMConfig(sigma_min=0.1))["sigma_min"] == 0.1
     with pytest.raises(ValueError, match="no spread"):
@@ -439,7 +444,7 @@ def test_export_keeps_no_init_bank_and_sets_composition_defaults(energy_run, tmp
     assert cfg.composition == {"semantics": "guidance", "guidance_scale": 3}
     assert "guidance_scale" not in cfg.sampler_defaults and "semantics" not in cfg.sampler_defaults
     assert cfg.sampler_defaults["churn"] == 0.5
-    assert cfg.sampler_defaults["sigmas"] == trainer.model.config.sampler_defaults["sigmas"]
+    assert cfg.sampler_defaults == {**trainer.model.config.sampler_defaults, "churn": 0.5}
     energy = conceptalg.compose("concept=a & ~concept=b", loaded)
     assert energy.semantics == "guidance" and energy.semantics_from_library
     assert energy.guidance_scale == 3.0
