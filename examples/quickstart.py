@@ -31,7 +31,7 @@ from conceptalg.evaluation.two_sample import mmd_test
 ROOT = Path(__file__).resolve().parents[1]
 EXPRESSIONS = ["ring & top", "ring | center", "ring & ~top", "(left | top) & ~center"]
 #: the toy2d recipe: denoising score matching of energies (noise levels for 2-D densities)
-TOY_STEPS = 3000
+TOY_STEPS = 4500
 TOY_CONFIG = dict(log_every=250)
 SHAPES_EXPRESSIONS = ["red & square", "blue & circle", "red & circle", "green & square",
                       "circle & ~red", "large & triangle"]
