@@ -67,7 +67,7 @@ CASES = [
     ("sample syntax", ["sample", "red &", "--model", "{shapes}", "--out", "{tmp}/g.png"], 2,
      ["syntax error at line 1, column"]),
     ("sample guidance on product", ["sample", "red", "--model", "{shapes}", "--out", "{tmp}/g.png",
-                                    "--guidance-scale", "2"], 1,
+                                    "--semantics", "product", "--guidance-scale", "2"], 1,
      ["guidance_scale applies to semantics='guidance'"]),
     # --- train -----------------------------------------------------------------------------
     ("train --steps -1", ["train", "--data", "shapes", "--out", "{tmp}/run", "--steps", "-1"], 2,

@@ -34,22 +34,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from .model import BASE
+from .model import BASE, fourier_features
 
 __all__ = ["DiffusionModel", "NoiseConditionedUNet", "NoiseConditionedMLP", "fourier_features",
            "edm_coefficients"]
-
-
-def fourier_features(t: Tensor, bands: int = 6) -> Tensor:
-    """``[B, n] -> [B, n·2·bands]`` sin/cos features at frequencies 2^k·π.
-
-    Example:
-        >>> fourier_features(torch.zeros(3, 2)).shape
-        torch.Size([3, 24])
-    """
-    freqs = (2.0 ** torch.arange(bands, device=t.device, dtype=t.dtype)) * math.pi
-    angles = t.unsqueeze(-1) * freqs  # [B, n, bands]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
 
 
 def edm_coefficients(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:

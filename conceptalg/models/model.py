@@ -199,11 +199,20 @@ class ModelConfig:
         return cls(**data)
 
 
-def _fourier(args: torch.Tensor, bands: int = 6) -> torch.Tensor:
-    """``[B, n] -> [B, n·2·bands]`` sin/cos features at frequencies 2^k·π."""
-    freqs = (2.0 ** torch.arange(bands, device=args.device, dtype=args.dtype)) * math.pi
-    angles = args.unsqueeze(-1) * freqs  # [B, n, bands]
+def fourier_features(t: torch.Tensor, bands: int = 6) -> torch.Tensor:
+    """``[B, n] -> [B, n·2·bands]`` sin/cos features at frequencies 2^k·π (how parametric
+    concepts' arguments enter a network).
+
+    Example:
+        >>> fourier_features(torch.zeros(3, 2)).shape
+        torch.Size([3, 24])
+    """
+    freqs = (2.0 ** torch.arange(bands, device=t.device, dtype=t.dtype)) * math.pi
+    angles = t.unsqueeze(-1) * freqs  # [B, n, bands]
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+_fourier = fourier_features
 
 
 class ConceptModel(nn.Module):
