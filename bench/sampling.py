@@ -4,7 +4,8 @@ The energy is an MLP 2 → 128 → 128 → 1 with SiLU (plus ``|x|²/2`` so that
 normalisable) on 1000 chains. Compared, interleaved in one
 process (one thread on CPU), each timed as the median over several repeats:
 
-- ``sample(sampler="langevin")`` vs a hand-written ``torch.autograd.grad`` ULA loop;
+- ``sample(sampler="langevin")`` vs a hand-written ``torch.autograd.grad`` ULA loop, on the
+  module itself and composed from a dict (``compose("e", {"e": mlp})``: the compiler's path);
 - ``sample(sampler=MALA(adapt=False))`` (the same fixed step, so the same arithmetic) and
   ``sample(sampler="mala")`` (the default: per-chain adaptation during warm-up, whose chains
   follow other trajectories) vs a hand-written MALA loop with float64 log ratios;
@@ -101,6 +102,7 @@ def main() -> None:
         torch.set_num_threads(1)
         torch.set_flush_denormal(True)
     energy = make_energy(device)
+    composed = conceptalg.compose("e", {"e": energy})   # the same MLP through the compiler
     n, steps, h_ula, h_mala = args.chains, args.steps, 0.01, 0.05
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(1)).to(device)
 
@@ -116,6 +118,9 @@ def main() -> None:
         "handwritten ULA (A/A)": lambda: handwritten_ula(energy, x0, steps, h_ula, gen()),
         "sample langevin": lambda: conceptalg.sample(energy, n, sampler="langevin", steps=steps,
                                                      step_size=h_ula, init=x0, seed=0),
+        "sample langevin, composed": lambda: conceptalg.sample(
+            composed, n, shape=(2,), sampler="langevin", steps=steps, step_size=h_ula, init=x0,
+            seed=0),
         "handwritten MALA": lambda: handwritten_mala(energy, x0, steps, h_mala, gen()),
         "handwritten MALA (A/A)": lambda: handwritten_mala(energy, x0, steps, h_mala, gen()),
         "sample mala, adapt=False": lambda: conceptalg.sample(
@@ -140,6 +145,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = {
         "langevin / handwritten ULA": med["sample langevin"] / med["handwritten ULA"],
+        "langevin composed / handwritten ULA":
+            med["sample langevin, composed"] / med["handwritten ULA"],
         "mala adapt=False / handwritten MALA":
             med["sample mala, adapt=False"] / med["handwritten MALA"],
         "mala (adapting) / handwritten MALA": med["sample mala"] / med["handwritten MALA"],
@@ -153,6 +160,7 @@ def main() -> None:
     for k, v in med.items():
         print(f"  {k:28s} {v * 1e3:8.3f} ms/step")
     pairs = [("langevin / handwritten ULA", "ULA A/A"),
+             ("langevin composed / handwritten ULA", "ULA A/A"),
              ("mala adapt=False / handwritten MALA", "MALA A/A"),
              ("mala (adapting) / handwritten MALA", "MALA A/A")]
     for r, a in pairs:

@@ -111,6 +111,11 @@ class ComposedEnergy(nn.Module):
         self.sigma_aware = any(call.sigma_aware for call in self._calls)
         self._leaf_modes = tuple((_MODES[(semantics, leaf.head.kind)], leaf.head.temperature)
                                  for leaf in self._leaves)
+        # One energy leaf read as it is (a single concept at T = 1 under product): forward is
+        # that one call, with none of the slot machinery (sampler overhead on small energies).
+        self._only_call = self._calls[0] if (
+            len(self._calls) == 1 and not self._ops and self._root == 0 and self._base is None
+            and semantics == "product" and self._leaf_modes == (("E", 1.0),)) else None
         self._plan_score()
         for name in SAMPLING_HINTS:
             value = getattr(concepts, name, None)
@@ -208,7 +213,12 @@ class ComposedEnergy(nn.Module):
         """
         if self.score_only:
             raise CompileError(self._no_energy)
-        return self._energy(x, self._sigma(sigma, x))
+        sigma = self._sigma(sigma, x)
+        if self._only_call is not None:
+            raw = [None]
+            self._only_call(self, x, sigma, raw)
+            return raw[0]
+        return self._energy(x, sigma)
 
     def score(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         """The composed score ``−∇_x E(x, σ)``, ``[B, *shape]`` (``sigma`` as in ``forward``).
