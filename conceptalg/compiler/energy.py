@@ -64,6 +64,9 @@ class ComposedEnergy(nn.Module):
         tensor([[-2., -2.]])
     """
 
+    #: ``forward``/``score`` take ``sigma`` as a plain number too (no per-call value check)
+    sigma_accepts_number = True
+
     def __init__(self, expr: Expr | str, concepts: Any, *, base: Callable | None = None,
                  semantics: str | None = None, or_temperature: float = 1.0,
                  or_log_weights: Mapping[str, float] | Sequence[float] | None = None,

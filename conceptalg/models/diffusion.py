@@ -29,12 +29,12 @@ smallest trained level ``σ_min``: the learned energy is not defined below it.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .model import BASE, fourier_features
+from .model import BASE, ConfigHints, fourier_features
 
 __all__ = ["DiffusionModel", "NoiseConditionedUNet", "NoiseConditionedMLP", "fourier_features",
            "edm_coefficients"]
@@ -165,7 +165,7 @@ class NoiseConditionedMLP(nn.Module):
         return self.out(h)
 
 
-class DiffusionModel(nn.Module):
+class DiffusionModel(ConfigHints, nn.Module):
     """Noise-conditioned concept energies ``E_c(x, σ)`` (or scores) from one network; usable
     directly as a concept library (``compose`` accepts it). Built from a
     :class:`~conceptalg.models.ModelConfig` with ``objective="dsm"``; trained by
@@ -341,18 +341,6 @@ class DiffusionModel(nn.Module):
     @property
     def init_samples(self) -> None:
         return None
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return self.config.sample_shape
-
-    @property
-    def bounds(self) -> tuple[float, float] | None:
-        return self.config.bounds
-
-    @property
-    def sampler_defaults(self) -> dict[str, Any]:
-        return dict(self.config.sampler_defaults)
 
     def extra_repr(self) -> str:
         cfg = self.config

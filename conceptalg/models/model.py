@@ -38,7 +38,7 @@ from torch import nn
 from ..sampling.settings import check_int
 from .backbones import build_backbone
 
-__all__ = ["ModelConfig", "ConceptModel", "BASE", "HEAD_KINDS", "OBJECTIVES",
+__all__ = ["ModelConfig", "ConceptModel", "ConfigHints", "BASE", "HEAD_KINDS", "OBJECTIVES",
            "PARAMETERIZATIONS"]
 
 BASE = "__base__"
@@ -215,7 +215,26 @@ def fourier_features(t: torch.Tensor, bands: int = 6) -> torch.Tensor:
 _fourier = fourier_features
 
 
-class ConceptModel(nn.Module):
+class ConfigHints:
+    """The sampling hints every trained model reads from its :class:`ModelConfig`
+    (``sample_shape``, ``bounds``, ``sampler_defaults``), for :func:`conceptalg.sample`."""
+
+    config: ModelConfig
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.config.sample_shape
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        return self.config.bounds
+
+    @property
+    def sampler_defaults(self) -> dict[str, Any]:
+        return dict(self.config.sampler_defaults)
+
+
+class ConceptModel(ConfigHints, nn.Module):
     """A trained (or trainable) concept model; ``compose`` accepts it as a concept library.
 
     Example:
@@ -460,18 +479,6 @@ class ConceptModel(nn.Module):
         if self.config.bounds is not None:
             x = x.clamp(*self.config.bounds)
         self.init_bank.copy_(x.to(self.init_bank.dtype))
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return self.config.sample_shape
-
-    @property
-    def bounds(self) -> tuple[float, float] | None:
-        return self.config.bounds
-
-    @property
-    def sampler_defaults(self) -> dict[str, Any]:
-        return dict(self.config.sampler_defaults)
 
     def _row(self, name: str) -> int:
         if name == BASE:

@@ -142,8 +142,13 @@ class AtLevel:
         self.energy = energy
         self.sigma = float(sigma)
         self.score_only = is_score_only(energy)
+        # an energy that takes a number as sigma (a ComposedEnergy) gets one: a tensor would be
+        # checked for finiteness on every call, a host sync per sampler step on a GPU
+        self._number = bool(getattr(energy, "sigma_accepts_number", False))
 
-    def _levels(self, x: Tensor) -> Tensor:
+    def _levels(self, x: Tensor) -> Tensor | float:
+        if self._number:
+            return self.sigma
         return torch.full((x.shape[0],), self.sigma, dtype=x.dtype, device=x.device)   # [B]
 
     def __call__(self, x: Tensor) -> Tensor:
