@@ -402,8 +402,9 @@ def main(argv=None) -> int:
             models[kind] = ("scenes" if kind == "scenes" else "shapes", model, record)
             print(f"  {record}", flush=True)
 
-    order = {name: i for i, name in enumerate((*HEAD_KINDS, "classifier + colour-blind",
-                                               "joint", "scenes"))}
+    order = {name: i for i, name in enumerate(
+        (*HEAD_KINDS, "classifier + views(shape=colour-blind, size=colour-blind)", "joint",
+         "scenes"))}
     models = dict(sorted(models.items(), key=lambda kv: order.get(kv[0].rstrip("'"), 99)))
     payload: dict = {"mode": f"{mode}, given models" if args.models else mode, "budget": budget,
                      "settings": {"device": args.device, "seed": args.seed,

@@ -56,7 +56,8 @@ RESULTS = ROOT / "bench" / "results"
 #: arm -> how its trainer is built (``joint``: the joint-code baseline)
 ARMS = {"linear": {"heads": "linear"}, "film": {"heads": "film"},
         "classifier": {"heads": "classifier"},
-        "classifier + colour-blind": {"heads": "classifier", "colour_blind": ("shape", "size")},
+        "classifier + views(shape=colour-blind, size=colour-blind)": {
+            "heads": "classifier", "views": {"shape": "colour-blind", "size": "colour-blind"}},
         "joint": None, "dsm-score": "score", "dsm-energy": "energy"}
 
 
@@ -108,7 +109,7 @@ def pair_expr(shape: str, color: str):
 
 def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
           sample_steps: int | None, step_scale: float,
-          guidance_scales: list[float] | None = None) -> list[dict]:
+          guidance_scales: list[float] | None = None, device: str | None = None) -> list[dict]:
     """Score each snapshot on every pair with one sampler setting for all: the snapshot's own
     step size times ``step_scale`` and ``sample_steps`` steps (``None``: its own defaults).
     Snapshots trained by denoising score matching sample with their own reverse-diffusion
@@ -118,7 +119,7 @@ def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
     evaluator = DecoderEvaluator()
     points = []
     for path in paths:
-        arm, step, model, held, hours = snapshot(path)
+        arm, step, model, held, hours = snapshot(path, device)
         dsm = model.config.objective == "dsm"
         options = {}
         if not dsm:
@@ -131,11 +132,11 @@ def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
         tried = {}
         for w in scales:
             generate = JointSampler(model, **options) if arm == "joint" else \
-                ModelSampler(model, guidance_scale=w, **options)
+                ModelSampler(model, guidance_scale=w, device=device, **options)
             tried[w] = _score_pairs(generate, evaluator, pairs, held, per_pair, seed, "seen")
         chosen = max(scales, key=lambda w: (_pool(tried[w]["seen"])["accuracy"], -(w or 0)))
         generate = JointSampler(model, **options) if arm == "joint" else \
-            ModelSampler(model, guidance_scale=chosen, **options)
+            ModelSampler(model, guidance_scale=chosen, device=device, **options)
         parts = {**tried[chosen], **_score_pairs(generate, evaluator, pairs, held, per_pair,
                                                  seed, "held out")}
         if hours is None and arm in rates:
@@ -146,7 +147,8 @@ def curve(paths: list[str], per_pair: int, seed: int, rates: dict[str, float],
         if dsm:
             point["guidance scale"] = chosen
             point["seen by scale"] = {str(w): _pool(tried[w]["seen"]) for w in scales}
-            point["clean unconditional"] = _pool([clean_unconditional(model, 4 * per_pair, seed)])
+            point["clean unconditional"] = _pool([clean_unconditional(model, 4 * per_pair, seed,
+                                                                      device)])
         point["eval seconds"] = round(time.perf_counter() - start, 1)
         print(f"{arm} step {step}: " + ", ".join(
             f"{k} {100 * point[k]['accuracy']:.1f} ± {100 * point[k]['stderr']:.1f} %"
@@ -169,13 +171,13 @@ def _score_pairs(generate, evaluator, pairs, held, per_pair: int, seed: int,
     return parts
 
 
-def clean_unconditional(model, n: int, seed: int) -> Proportion:
+def clean_unconditional(model, n: int, seed: int, device=None) -> Proportion:
     """The fraction of ``n`` unconditional samples (the base alone, the model's own sampler
     defaults) that the decoder reads as one clean object."""
     from conceptalg import sample
     from conceptalg.evaluation.decoder import decode_shapes
 
-    x = sample(_Base(model), n, seed=seed)
+    x = sample(_Base(model), n, seed=seed, device=device)
     valid = decode_shapes(x.detach().cpu()).valid
     return Proportion(int(valid.sum()), n)
 
@@ -198,18 +200,23 @@ class _Base:
         return self.model.concept_scores(x, [BASE], sigma=sigma)[:, 0]
 
 
-def snapshot(path) -> tuple[str, int, object, frozenset, float | None]:
+def snapshot(path, device=None) -> tuple[str, int, object, frozenset, float | None]:
     """(arm, step, model, held-out pairs, CPU hours of training or None) of a snapshot: an
     exported model, a run's checkpoint (``ckpt-NNNNNN``) or a joint-baseline snapshot
     (``step-NNNNNN`` of bench/train_joint.py). The hours are the run's own record of process
     CPU time (denoising-score-matching runs log it), else ``None``."""
-    arm, info = load_arm(path)
+    arm, info = load_arm(path, device=device)
     if info.step is None:
         raise SystemExit(f"{path}: a joint-baseline snapshot for the curve must be named "
                          f"step-NNNNNN (its training step)")
     history = info.metadata.get("history") or []
     cpu = [h["cpu seconds"] for h in history if "cpu seconds" in h and h["step"] <= info.step]
     hours = cpu[-1] / 3600 if cpu else None
+    config = info.model.config
+    if config.objective == "dsm" and config.heads == "classifier" and "classifier" not in arm:
+        arm += " classifier" + (" + views" if config.views else "")
+        if (info.metadata.get("train_config") or {}).get("guidance_weight", 1.0) == 0:
+            arm += " (cross-entropy only)"
     return arm, info.step, info.model, info.holdout or frozenset(), hours
 
 
@@ -348,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", nargs="*", default=[], metavar="JSON",
                         help="join the curves of earlier runs of this script (e.g. one process "
                              "per arm) into --out, with the figure; nothing is sampled")
+    parser.add_argument("--device", default=None, help="curve: sample on this device (cuda)")
     parser.add_argument("--out", default=str(RESULTS / "training.json"))
     args = parser.parse_args(argv)
     if args.merge:
@@ -367,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                                        if str(p).split("-")[-1].isdigit() else 0),
                                 args.per_pair, args.seed, rates, args.sample_steps,
                                 args.step_scale,
-                                [float(w) for w in args.guidance_scales.split(",")])
+                                [float(w) for w in args.guidance_scales.split(",")],
+                                args.device)
         plot_curve(result["curve"], out.with_name("training-curve.png"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -90,6 +90,22 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (a loss weight).
+
+    Example:
+        >>> non_negative_float("0")
+        0.0
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def sigma_list(text: str) -> list[float]:
     """``"10,1,0.1"`` → ``[10.0, 1.0, 0.1]``: noise levels > 0, non-increasing (the sampler's
     own check, :func:`conceptalg.sampling.anneal.check_sigmas`, run here on the text).

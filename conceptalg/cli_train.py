@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 
 from .cli_args import (UsageError, check_device, check_file, check_folder, check_run_dir,
-                       holdout_pairs, positive_float, positive_int, set_threads)
+                       holdout_pairs, non_negative_float, positive_float, positive_int,
+                       set_threads)
 from .cli_args import err as _err
 from .cli_args import out as _out
 
@@ -24,9 +25,34 @@ def _check_train_args(args: argparse.Namespace) -> None:
     if args.objective == "cd" and args.parameterization != "energy":
         raise UsageError("--parameterization score needs --objective dsm (contrastive "
                          "divergence trains energies)")
-    if args.objective == "dsm" and (args.heads != "linear" or args.colour_blind):
-        raise UsageError("--heads and --colour-blind apply to --objective cd (dsm conditions "
-                         "one network on the concept); drop them")
+    if args.heads is None:
+        args.heads = "film" if args.objective == "dsm" else "linear"
+    if args.objective == "dsm" and args.heads == "linear":
+        raise UsageError("--heads linear applies to --objective cd; dsm conditions one network "
+                         "on the concept (--heads film, the default) or guides an unconditional "
+                         "one with noise-aware classifiers (--heads classifier)")
+    from .models.views import parse_views
+
+    try:
+        views = parse_views(args.views or "")
+    except ValueError as e:
+        raise UsageError(f"--views: {e}") from None
+    for factor in filter(None, (f.strip() for f in args.colour_blind.split(","))):
+        views.setdefault(factor, "colour-blind")  # --colour-blind: an alias
+    if views and args.objective == "dsm" and args.heads != "classifier":
+        raise UsageError("--views with --objective dsm need --heads classifier (a denoiser "
+                         "conditioned on a concept must read the whole image)")
+    if args.guidance_weight is not None and not (args.objective == "dsm"
+                                                 and args.heads == "classifier"):
+        raise UsageError("--guidance-weight applies to --objective dsm --heads classifier")
+    args.views_parsed = views
+    if args.base is not None:
+        if not (args.objective == "dsm" and args.heads == "classifier"):
+            raise UsageError("--base applies to --objective dsm --heads classifier (new "
+                             "classifiers over a trained model's base)")
+        if args.resume:
+            raise UsageError("--base starts a new run; --resume continues one (drop --base)")
+        check_folder(args.base, "--base", "the trained model (a run or export directory)")
     check_device(args.device)
     check_run_dir(args.out, resume=args.resume)
     builtin = args.data in ("toy2d", "shapes", "scenes", "digits")
@@ -54,6 +80,18 @@ def _check_train_args(args: argparse.Namespace) -> None:
                 resolve_holdout(args.holdout)
             except ValueError as e:
                 raise UsageError(f"--holdout: {e}") from None
+
+
+def _base_model(path: str):
+    """The trained diffusion model whose base ``--base`` names (film heads)."""
+    from . import load
+    from .models import DiffusionModel
+
+    model = load(path)
+    if not isinstance(model, DiffusionModel) or model.config.heads != "film":
+        raise ValueError(f"--base {path}: needs a model trained with --objective dsm and film "
+                         f"heads (its base guides the new classifiers)")
+    return model
 
 
 def _training_data(args: argparse.Namespace):
@@ -146,15 +184,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
             try:
                 if dsm:
                     overrides.pop("langevin_steps", None)
+                    if args.guidance_weight is not None:
+                        overrides["guidance_weight"] = args.guidance_weight
+                    model = None
+                    if args.base is not None:  # classifiers over a trained, frozen base
+                        model = _base_model(args.base).with_classifiers(args.views_parsed)
+                        overrides["freeze_base"] = True
                     trainer = DSMTrainer(data, config=default_dsm_config(data.sample_shape,
                                                                          **overrides),
-                                         parameterization=args.parameterization, device=device)
+                                         model=model, device=device, heads=args.heads,
+                                         views=args.views_parsed,
+                                         parameterization=args.parameterization)
                 else:
                     config = default_train_config(data.sample_shape, **overrides)
                     trainer = Trainer(data, config=config, heads=args.heads, device=device,
-                                      backbone_options=options,
-                                      colour_blind=[f for f in args.colour_blind.split(",")
-                                                    if f])
+                                      backbone_options=options, views=args.views_parsed)
             except ValueError as e:  # a model the options cannot build: a usage error
                 say(f"conceptalg train: {e}")
                 return 2
@@ -243,7 +287,20 @@ def register(sub) -> None:
     p.add_argument("--parameterization", choices=("energy", "score"), default="energy",
                    help="dsm: 'energy' (scalar energies: every semantics and sampler) or "
                         "'score' (cheaper to train; scores only: AND/NOT, langevin and heun)")
-    p.add_argument("--heads", choices=("linear", "film", "classifier"), default="linear")
+    p.add_argument("--heads", choices=("linear", "film", "classifier"), default=None,
+                   help="cd: linear (default), film or classifier; dsm: film (default: one "
+                        "network conditioned on the concept) or classifier (an unconditional "
+                        "network guided by noise-aware classifiers)")
+    p.add_argument("--views", default=None, metavar="FACTOR=VIEW,...",
+                   help="the view each factor's heads read (declared invariances): "
+                        "colour-blind, shape-blind or identity, e.g. "
+                        "shape=colour-blind,size=colour-blind,color=shape-blind")
+    p.add_argument("--base", default=None, metavar="MODEL",
+                   help="dsm --heads classifier: train only the classifiers, over the base of "
+                        "this trained dsm model (frozen)")
+    p.add_argument("--guidance-weight", type=non_negative_float, default=None, metavar="W",
+                   help="dsm --heads classifier: weight of the loss that trains the "
+                        "classifiers' gradients (default 10; 0: cross-entropy only)")
     p.add_argument("--holdout", type=holdout_pairs, default="default", metavar="PAIRS",
                    help="shapes: 'default', 'none' or 'circle:red,square:green'")
     p.add_argument("--steps", type=positive_int, default=None, help="training iterations")
@@ -256,7 +313,7 @@ def register(sub) -> None:
     p.add_argument("--width", type=positive_int, default=None, help="conv trunk width")
     p.add_argument("--colour-blind", default="", metavar="FACTORS",
                    help="comma-separated factors whose heads read a colour-blind trunk "
-                        "(conv, linear or classifier heads), e.g. shape,size")
+                        "(an alias of --views FACTOR=colour-blind), e.g. shape,size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="torch threads (one per process when runs share cores)")

@@ -62,8 +62,8 @@ def test_train_rejects_bad_holdout():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--colour-blind", "shap"], "'shap'], which are not factors"),
-    (["--colour-blind", "shape", "--heads", "film"], "linear or classifier heads"),
+    (["--colour-blind", "shap"], "views name 'shap', which is not a factor"),
+    (["--views", "shape=plaid"], "unknown view 'plaid'"),
 ])
 def test_train_rejects_colour_blind_it_cannot_build(tmp_path, capsys, argv, message):
     out = tmp_path / "run"

@@ -365,7 +365,6 @@ SCORE_ONLY_ERRORS = [  # (case, source, expression, semantics, message)
     ("or, guidance", "score-model", "a & (b | c)", "guidance", "an OR mixes"),
     ("or over energies, score base", "mixed-base", "a | b", "guidance",
      "the base E_0 has only a score"),
-    ("logic", "logic-score-base", "a & b", "logic", r"semantics='logic' needs energy values"),
     ("logic, score leaves", "score-model", "a & b", "logic", "concept `a` has only a score"),
 ]
 
@@ -387,6 +386,16 @@ def test_energy_values_from_a_score_only_head_fail_at_construction(case, source,
     with pytest.raises(CompileError, match=message) as info:
         compose(text, _error_library(source), semantics=semantics)
     assert "--parameterization energy" in str(info.value)
+
+
+def test_logic_over_a_score_only_base_composes_by_its_score():
+    # classifier heads give log p(c|x) values, so logic needs only the base's score:
+    # the composed energy is score-only, and forward says so
+    energy = compose("a & ~b | c", _error_library("logic-score-base"), semantics="logic")
+    assert energy.score_only
+    assert energy.score(_x()).shape == _x().shape
+    with pytest.raises(CompileError, match="energy values are unavailable: the base E_0"):
+        energy(_x())
 
 
 @pytest.mark.parametrize("source, text", [("score-model", "a & ~b"), ("mixed", "c & ~a"),

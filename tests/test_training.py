@@ -180,7 +180,7 @@ def _blind_model(heads, seed=0):
     return ConceptModel(cfg).eval()
 
 
-@pytest.mark.parametrize("heads", ["linear", "classifier"])
+@pytest.mark.parametrize("heads", ["linear", "film", "classifier"])
 def test_colour_blind_heads_ignore_which_channels_are_lit(heads):
     model = _blind_model(heads)
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -194,8 +194,9 @@ def test_colour_blind_heads_ignore_which_channels_are_lit(heads):
     assert model.blind_trunk is not None
 
 
-def test_colour_blind_energies_agree_between_the_batched_and_per_row_paths():
-    model = _blind_model("linear")
+@pytest.mark.parametrize("heads", ["linear", "film"])
+def test_colour_blind_energies_agree_between_the_batched_and_per_row_paths(heads):
+    model = _blind_model(heads)
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     names = ["shape=circle", "color=red", "shape=square", BASE]
     with torch.no_grad():
@@ -221,7 +222,6 @@ def test_colour_blind_model_round_trips_through_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(colour_blind=("texture",)), "not factors of the model"),
-    (dict(colour_blind=("shape",), heads="film"), "linear or classifier heads"),
     (dict(colour_blind=("shape",), backbone="mlp", sample_shape=(4,)), "conv backbone"),
 ])
 def test_colour_blind_needs_known_factors_and_a_conv_trunk(kwargs, match):

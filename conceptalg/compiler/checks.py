@@ -4,7 +4,8 @@ Everything that can fail by name or structure fails here, before any tensor is s
 semantics in force (the caller's, else the library's ``default_semantics``, else
 ``"product"``) and the guidance scale ``w`` (``E = E_0 + w·D``); leaf names; OR log-weights;
 the base ``E_0`` an expression needs; and heads that give only scores (``kind="score"``), which
-compose only where the energy is linear in its concepts — no OR, not ``semantics="logic"``.
+compose only where the energy is linear in its concepts — no OR, not ``semantics="logic"`` —
+except a base that gives a score under logic's classifier heads (``∇ log P`` is autograd's).
 """
 
 from __future__ import annotations
@@ -29,9 +30,14 @@ def hint(concepts: Any, library: Any, name: str) -> Any:
     return getattr(library, name, None) if value is None else value
 
 
+#: the semantics that take a guidance scale ``w``
+SCALED = ("guidance", "logic")
+
+
 def resolve_semantics(concepts: Any, library: Any, semantics: str | None,
                       guidance_scale: Any) -> tuple[str, bool, float | None]:
-    """``(semantics, from_library, w)``: ``w`` is the guidance scale under guidance, else None."""
+    """``(semantics, from_library, w)``: ``w`` is the guidance scale under guidance and logic
+    (default 1), else None."""
     from_library = semantics is None
     if from_library:
         semantics = hint(concepts, library, "default_semantics")
@@ -42,11 +48,12 @@ def resolve_semantics(concepts: Any, library: Any, semantics: str | None,
                                f"one of {', '.join(SEMANTICS)}")
     _check_semantics(semantics)
     whose = " (the library's default)" if from_library else ""
-    if guidance_scale is not None and semantics != "guidance":
-        raise CompileError(f"guidance_scale applies to semantics='guidance' (E = E_0 + w*D), and "
-                           f"the semantics in force is {semantics!r}{whose}; pass "
-                           f"semantics='guidance' or drop guidance_scale")
-    if semantics != "guidance":
+    if guidance_scale is not None and semantics not in SCALED:
+        raise CompileError(f"guidance_scale applies to semantics='guidance' (E = E_0 + w*D) and "
+                           f"'logic' (E = E_0 - w*log P), and the semantics in force is "
+                           f"{semantics!r}{whose}; pass semantics='guidance' or drop "
+                           f"guidance_scale")
+    if semantics not in SCALED:
         return semantics, from_library, None
     what = "guidance_scale"
     if guidance_scale is None:
@@ -181,7 +188,7 @@ def check_scores(expr: Expr, semantics: str, leaves: list[_Leaf], base: Head | N
     if not only:
         return None
     what = only[0]
-    if semantics == "logic":
+    if semantics == "logic" and only != ["the base E_0"]:
         raise CompileError(f"semantics='logic' needs energy values (E = E_0 - log P) in `{expr}`, "
                            f"and {what} has only a score: {TRAIN_ENERGY}, or use "
                            f"semantics='product' or 'guidance' without an OR")

@@ -47,7 +47,7 @@ class ComposedEnergy(nn.Module):
     ``nn.Module``s are registered as submodules, so ``.to(device)`` and ``.eval()`` reach them.
 
     Attributes: ``expr`` (the expression), ``semantics``, ``semantics_from_library`` (True when
-    it is the library's default), ``guidance_scale`` (``w`` under guidance, else ``None``),
+    it is the library's default), ``guidance_scale`` (``w`` under guidance and logic, else ``None``),
     ``or_temperature``, ``normal_form`` (an expression), ``leaves`` (DSL spellings of the
     distinct leaves), ``library``, ``sigma_aware`` (some leaf or the base takes ``sigma``),
     ``score_only`` (some leaf or the needed base gives only a score: no ``forward``).
@@ -202,7 +202,7 @@ class ComposedEnergy(nn.Module):
         if self.semantics == "guidance":
             return e0 + out if self.guidance_scale == 1.0 else e0 + self.guidance_scale * out
         if self.semantics == "logic":
-            return e0 - out
+            return e0 - out if self.guidance_scale == 1.0 else e0 - self.guidance_scale * out
         return out
 
     def forward(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
@@ -238,6 +238,8 @@ class ComposedEnergy(nn.Module):
             tensor([[-1., -1.]])
         """
         s = self._sigma(sigma, x)
+        if self.semantics == "logic" and self._base.kind == "score":
+            return self._logic_score(x, s)
         if not self._linear:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
@@ -261,6 +263,26 @@ class ComposedEnergy(nn.Module):
                 (g,) = torch.autograd.grad(total.sum(), xg)
             out = -g if out is None else out - g
         return torch.zeros_like(x) if out is None else out
+
+    def _logic_score(self, x: Tensor, sigma: Tensor | None) -> Tensor:
+        """``s_0 + w ∇_x log P(expr | x)`` for classifier heads over a base that gives only a
+        score: the probabilities' part by autograd, the base's as it is."""
+        raw: list = [None] * (len(self._leaves) + 1)
+        base_calls = [c for c in self._calls if c.scores]
+        for call in base_calls:
+            call(self, x, sigma, raw)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            for call in self._calls:
+                if not call.scores:
+                    call(self, xg, sigma, raw)
+            v: list = [None] * self._n_slots
+            v[:len(self._leaves)] = raw[:len(self._leaves)]
+            for op in self._ops:
+                op(v, None)
+            (g,) = torch.autograd.grad(v[self._root].sum(), xg)
+        s0 = raw[-1] if self._base.temperature == 1.0 else raw[-1] / self._base.temperature
+        return s0 + (g if self.guidance_scale == 1.0 else self.guidance_scale * g)
 
     def leaf_energies(self, x: Tensor, sigma: float | Tensor | None = None) -> dict[str, Tensor]:
         """Each distinct leaf's energy ``E_c(x, σ)`` (at temperature 1, ``[B]``), keyed by its

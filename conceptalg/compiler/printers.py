@@ -103,6 +103,18 @@ def _formula(energy: ComposedEnergy) -> list[str]:
     return lines
 
 
+def _view(head: Any) -> str | None:
+    """The factor view a model head reads (``ModelConfig.views``), or ``None`` for the identity
+    view and for sources that declare none."""
+    name = head.head if isinstance(head.head, str) else head.key
+    factor = name.split("=", 1)[0] if "=" in name else None
+    view_of = getattr(getattr(head.source, "config", None), "view_of", None)
+    if factor is None or not callable(view_of):
+        return None
+    view = view_of(factor)
+    return view if isinstance(view, str) and view != "identity" else None
+
+
 def describe(energy: ComposedEnergy) -> str:
     """The text of :meth:`ComposedEnergy.explain`: expression, the semantics in force, normal
     form, the leaves (what computes each, which share a batched call, which take ``sigma`` or
@@ -129,6 +141,9 @@ def describe(energy: ComposedEnergy) -> str:
         size = sizes.get((id(head.source), head.method), 0)
         if head.kind == "log_prob":
             extra.append("classifier head: log p(c|x)")
+        view = _view(head)
+        if view is not None:
+            extra.append(f"view: {view}")
         if head.kind == "score":
             extra.append("score only: -grad E")
         if head.sigma_aware:

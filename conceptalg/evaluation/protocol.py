@@ -86,20 +86,25 @@ class ModelInfo:
 
 
 def arm_name(model) -> str:
-    """How benchmarks name a model's kind: its head kind, plus ``" + colour-blind"`` when some
-    factors' heads read the colour-blind trunk; ``dsm-energy`` / ``dsm-score`` for models
-    trained by denoising score matching.
+    """How benchmarks name a model's kind: its head kind, plus the factor views it declares
+    (``" + views(shape=colour-blind, color=shape-blind)"``, in the config's order);
+    ``dsm-energy`` / ``dsm-score`` for models trained by denoising score matching.
 
     Example:
         >>> from conceptalg.models import ConceptModel, ModelConfig
-        >>> arm_name(ConceptModel(ModelConfig((3, 8, 8), {"shape": ["a", "b"]}, heads="classifier",
-        ...                                   colour_blind=("shape",), backbone_options={"width": 4})))
-        'classifier + colour-blind'
+        >>> config = ModelConfig((3, 8, 8), {"shape": ["a", "b"], "color": ["r", "g"]},
+        ...                      heads="classifier", backbone_options={"width": 4},
+        ...                      views={"shape": "colour-blind", "color": "shape-blind"})
+        >>> arm_name(ConceptModel(config))
+        'classifier + views(shape=colour-blind, color=shape-blind)'
     """
     config = model.config
     if config.objective == "dsm":
         return f"dsm-{config.parameterization}"
-    return config.heads + (" + colour-blind" if config.colour_blind else "")
+    views = dict(getattr(config, "views", None) or {})
+    if not views:
+        return config.heads
+    return f"{config.heads} + views({', '.join(f'{f}={v}' for f, v in views.items())})"
 
 
 def load_arm(path, *, device=None) -> tuple[str, ModelInfo]:

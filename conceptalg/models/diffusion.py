@@ -186,7 +186,7 @@ class DiffusionModel(ConfigHints, nn.Module):
         torch.Size([4, 2])
     """
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, view_modules: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         self.config = config
         self.base_name = BASE
@@ -202,7 +202,10 @@ class DiffusionModel(ConfigHints, nn.Module):
         self.register_buffer("mean", mean.reshape(shape if mean.numel() > 1 else ()),
                              persistent=False)
         self.energy_form = config.parameterization == "energy"
-        self.embedding = nn.Embedding(len(self.head_names) + 1, d)  # the last row: the base
+        self.guided = config.heads == "classifier"
+        # the concept table's last row is the base; a guided model's network is unconditional
+        self._base_row = 0 if self.guided else len(self.head_names)
+        self.embedding = nn.Embedding(self._base_row + 1, d)
         self.arg_nets = nn.ModuleDict({
             name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
             for name, k in config.parametric.items()})
@@ -212,14 +215,23 @@ class DiffusionModel(ConfigHints, nn.Module):
             self.net = NoiseConditionedUNet(shape[0], options.get("channels", (16, 32, 64)), d)
         else:
             self.net = NoiseConditionedMLP(shape[0], options.get("hidden", (128, 128, 128)), d)
+        if self.guided:
+            from .noisy_classifier import NoisyClassifiers
+
+            self.classifier_noise = _NoiseEmbedding(d)
+            self.classifiers = NoisyClassifiers(shape, config.factors, config.views, dim=d,
+                                                options=options.get("classifier"),
+                                                view_modules=view_modules)
+            self.value_index = {f"{f}={v}": (f, j) for f, values in config.factors.items()
+                                for j, v in enumerate(values)}
 
     # --- the network -----------------------------------------------------------------------
     def _rows(self, heads: Sequence[str]) -> list[int]:
         out = []
         for name in heads:
             if name == self.base_name:
-                out.append(len(self.head_names))
-            elif name in self.index:
+                out.append(self._base_row)
+            elif name in self.index and not self.guided:
                 out.append(self.index[name])
             else:
                 raise KeyError(f"{type(self).__name__} has no head {name!r}; heads: "
@@ -282,12 +294,104 @@ class DiffusionModel(ConfigHints, nn.Module):
                            for v in args])                                # [K·B, n]
         return xs, rows, a, self._sigma(sigma, b, x).repeat(k)
 
+    def with_classifiers(self, views: dict | None = None,
+                         options: dict | None = None) -> "DiffusionModel":
+        """A guided model (``heads="classifier"``) whose base is this model's base, weight for
+        weight, with fresh noise-aware classifiers over ``views`` (train them with
+        ``DSMConfig(freeze_base=True)``): classifier heads added to a trained diffusion model.
+
+        Example:
+            >>> from conceptalg.models import ModelConfig
+            >>> cfg = ModelConfig(sample_shape=(3, 8, 8), factors={"shape": ["a", "b"]},
+            ...                   heads="film", objective="dsm", backbone="unet",
+            ...                   backbone_options={"channels": (8,)})
+            >>> guided = DiffusionModel(cfg).with_classifiers({"shape": "colour-blind"},
+            ...                                               {"width": 4})
+            >>> guided.config.heads, guided.config.views
+            ('classifier', {'shape': 'colour-blind'})
+        """
+        import dataclasses
+
+        from .views import view_name
+
+        if self.guided:
+            raise ValueError("this model has classifier heads already")
+        cfg = self.config
+        backbone = dict(cfg.backbone_options)
+        if options is not None:
+            backbone["classifier"] = dict(options)
+        modules = {f: v for f, v in dict(views or {}).items() if isinstance(v, nn.Module)}
+        config = dataclasses.replace(
+            cfg, heads="classifier", backbone_options=backbone,
+            views={f: view_name(v) for f, v in dict(views or {}).items()},
+            composition={"semantics": "logic", "guidance_scale": 1.0})
+        guided = DiffusionModel(config, view_modules=modules).to(self.mean.device)
+        guided.net.load_state_dict(self.net.state_dict())
+        guided.noise_embedding.load_state_dict(self.noise_embedding.state_dict())
+        with torch.no_grad():
+            guided.embedding.weight[0] = self.embedding.weight[self._base_row]
+        return guided
+
+    def base_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the base (the denoiser network, its embeddings)."""
+        skip = {id(p) for name in ("classifiers", "classifier_noise") if hasattr(self, name)
+                for p in getattr(self, name).parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    # --- classifier heads (a guided model) ---------------------------------------------------
+    def factor_logits(self, x: Tensor, factors: Sequence[str] | None = None, *,
+                      sigma: Tensor | float | None = None) -> dict[str, Tensor]:
+        """Logits ``{factor: [B, V]}`` of the noise-aware classifiers at levels ``sigma``
+        (None: the data level, evaluated at ``σ_min``); guided models (``heads="classifier"``)
+        only."""
+        if not self.guided:
+            raise RuntimeError("factor_logits needs a model with classifier heads "
+                               "(heads='classifier'); this one conditions its network on the "
+                               "concept")
+        factors = list(self.config.factors) if factors is None else list(factors)
+        unknown = [f for f in factors if f not in self.config.factors]
+        if unknown:
+            raise ValueError(f"unknown factors {unknown}; the model's factors are "
+                             f"{list(self.config.factors)}")
+        s = self._sigma(sigma, x.shape[0], x)
+        _, _, c_in = edm_coefficients(s, self.sigma_data)
+        u = _view(c_in, x) * (x - self.mean)
+        return self.classifiers(u, s, factors, self.classifier_noise(s))
+
+    def factor_log_probs(self, x: Tensor, factors: Sequence[str] | None = None, *,
+                         sigma: Tensor | float | None = None) -> dict[str, Tensor]:
+        """``{factor: log p(value | view_f(x), σ) [B, V]}`` (see :meth:`factor_logits`)."""
+        return {f: torch.log_softmax(v, dim=1)
+                for f, v in self.factor_logits(x, factors, sigma=sigma).items()}
+
+    def _class_log_probs(self, x: Tensor, heads: Sequence[str], sigma) -> list[Tensor]:
+        """``log p(c | x, σ)`` ``[B]`` for each concept head (one classifier pass per factor)."""
+        wanted = [self._value(h) for h in heads]
+        log_probs = self.factor_log_probs(x, list(dict.fromkeys(f for f, _ in wanted)),
+                                          sigma=sigma)
+        return [log_probs[f][:, j] for f, j in wanted]
+
+    def _value(self, name: str) -> tuple[str, int]:
+        try:
+            return self.value_index[name]
+        except KeyError:
+            raise KeyError(f"{type(self).__name__} has no classifier head {name!r}; heads: "
+                           f"{self.head_names}") from None
+
     # --- the concept-library protocol -------------------------------------------------------
     def concept_energies(self, x: Tensor, heads: Sequence[str],
                          args: Sequence[Tensor | None] | None = None, *,
                          sigma: Tensor | float | None = None) -> Tensor:
         """Energies ``E_c(x, σ)`` ``[B, K]`` of ``heads`` (``BASE`` = the base) at levels
-        ``sigma`` (``[B]``, a float, or None for the data level); energy form only."""
+        ``sigma`` (``[B]``, a float, or None for the data level); energy form only. For a
+        guided model the concept columns are ``log p(c | view(x), σ)`` (classifier heads,
+        ``E_c = E_0 − log p``) and only the base column needs the energy form."""
+        if self.guided:
+            concepts = [h for h in heads if h != self.base_name]
+            columns = dict(zip(concepts, self._class_log_probs(x, concepts, sigma)))
+            if len(concepts) < len(heads):
+                columns[self.base_name] = self.concept_energies_base(x, sigma)
+            return torch.stack([columns[h] for h in heads], dim=1)
         if not self.energy_form:
             raise RuntimeError("this model was trained with parameterization='score' and gives "
                                "scores only (concept_scores); train with --parameterization "
@@ -295,10 +399,30 @@ class DiffusionModel(ConfigHints, nn.Module):
         xs, rows, a, s = self._batched(x, heads, args, sigma)
         return self._energy(xs, rows, a, s).reshape(len(heads), x.shape[0]).T
 
+    def concept_energies_base(self, x: Tensor, sigma: Tensor | float | None = None) -> Tensor:
+        """The base energy ``E_0(x, σ)`` ``[B]`` (energy form only)."""
+        if not self.energy_form:
+            raise RuntimeError("this model was trained with parameterization='score': its base "
+                               "gives a score only; train with --parameterization energy")
+        s = self._sigma(sigma, x.shape[0], x)
+        rows = torch.full((x.shape[0],), self._base_row, device=x.device)
+        return self._energy(x, rows, None, s)
+
     def concept_scores(self, x: Tensor, heads: Sequence[str],
                        args: Sequence[Tensor | None] | None = None, *,
                        sigma: Tensor | float | None = None) -> Tensor:
-        """Scores ``∇_x log p_σ(x | c) = −∇_x E_c(x, σ)`` ``[B, K, *shape]``."""
+        """Scores ``∇_x log p_σ(x | c) = −∇_x E_c(x, σ)`` ``[B, K, *shape]`` (a guided
+        model's concept ``c``: the base score plus ``∇_x log p(c | view(x), σ)``)."""
+        if self.guided and any(h != self.base_name for h in heads):
+            base = self.concept_scores(x, [self.base_name], sigma=sigma)[:, 0]
+            concepts = [h for h in heads if h != self.base_name]
+            columns = {self.base_name: base}
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                for name, log_p in zip(concepts, self._class_log_probs(xg, concepts, sigma)):
+                    (g,) = torch.autograd.grad(log_p.sum(), xg, retain_graph=True)
+                    columns[name] = base + g
+            return torch.stack([columns[h] for h in heads], dim=1)
         xs, rows, a, s = self._batched(x, heads, args, sigma)
         if self.energy_form:
             d = self.denoise_for(xs, rows, a, s)
@@ -320,8 +444,8 @@ class DiffusionModel(ConfigHints, nn.Module):
         cfg = self.config
         kind = "energy" if self.energy_form else "score"
         lib = ConceptLibrary()
-        lib.add_model(self, {name: None for name in self.head_names}, kind=kind,
-                      parametric=list(cfg.parametric))
+        lib.add_model(self, {name: None for name in self.head_names},
+                      kind="log_prob" if self.guided else kind, parametric=list(cfg.parametric))
         lib.set_base(self, self.base_name, kind=kind)
         lib.sample_shape = cfg.sample_shape
         lib.bounds = cfg.bounds
@@ -344,7 +468,9 @@ class DiffusionModel(ConfigHints, nn.Module):
 
     def extra_repr(self) -> str:
         cfg = self.config
-        return (f"objective='dsm', parameterization={cfg.parameterization!r}, "
+        views = f", views={cfg.views}" if cfg.views else ""
+        return (f"objective='dsm', heads={cfg.heads!r}{views}, "
+                f"parameterization={cfg.parameterization!r}, "
                 f"concepts={len(self.head_names)}, sample_shape={cfg.sample_shape}, "
                 f"sigma=[{self.sigma_min:g}, {self.sigma_max:g}]")
 

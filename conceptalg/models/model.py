@@ -16,17 +16,17 @@ call (the batching protocol of :class:`conceptalg.library.ConceptEnergyModel`):
 Every model also has a base head ``E_0`` (named ``BASE``): for linear and FiLM heads an
 unconditional head trained on all data, so negations have an anchor.
 
-Linear and classifier heads of the factors named in ``ModelConfig.colour_blind`` read a second,
-colour-blind conv trunk instead of the shared one (a declared invariance: those heads cannot
-learn which colours their values came with in training, which is what lets shape heads
-recognise unseen (shape, colour) pairs; ``bench/shortcut.py``).
-
+Heads of a factor with a declared view (``ModelConfig.views``, :mod:`.views`) read that view's
+trunk instead of the shared one: e.g. colour-blind shape heads cannot learn which colours their
+values came with in training, which is what lets them recognise unseen (shape, colour) pairs
+(``bench/shortcut.py``). The base head and parametric concepts read the shared trunk.
 The configuration is a dataclass saved with checkpoints; ``ConceptModel(config)`` rebuilds the
 same network.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from ..sampling.settings import check_int
-from .backbones import build_backbone
+from .backbones import _film, build_backbone
+from .view_trunks import build_view_trunks, group_by_view, trunk_key, ungroup
 
 __all__ = ["ModelConfig", "ConceptModel", "ConfigHints", "BASE", "HEAD_KINDS", "OBJECTIVES",
            "PARAMETERIZATIONS"]
@@ -88,6 +89,7 @@ class ModelConfig:
     init_bank: int = 0
     colour_blind: tuple[str, ...] = ()
     objective: str = "cd"
+    views: dict[str, str] = field(default_factory=dict)
     parameterization: str = "energy"
     noise: dict[str, Any] = field(default_factory=dict)
     composition: dict[str, Any] = field(default_factory=dict)
@@ -114,21 +116,39 @@ class ModelConfig:
             if self.heads == "classifier" and len(values) < 2:
                 raise ValueError(f"a classifier factor needs ≥ 2 values; {f!r} has {values}")
         check_int("init_bank", self.init_bank, 0)
-        if isinstance(self.colour_blind, str):
-            self.colour_blind = (self.colour_blind,)
-        self.colour_blind = tuple(str(f) for f in self.colour_blind)
-        if self.colour_blind:
-            unknown = [f for f in self.colour_blind if f not in self.factors]
-            if unknown:
-                raise ValueError(f"colour_blind names {unknown}, which are not factors of the "
-                                 f"model; its factors are {sorted(self.factors)}")
-            if self.backbone != "conv" or self.heads == "film":
-                raise ValueError(f"colour_blind factors need the conv backbone with linear or "
-                                 f"classifier heads, not {self.backbone!r} with "
-                                 f"{self.heads!r} heads")
+        self._check_views()
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
         self._check_objective()
+
+    def _check_views(self) -> None:
+        """``views`` and its alias ``colour_blind`` as one consistent pair: every colour-blind
+        factor is in ``views``, and ``colour_blind`` lists the factors whose view is it."""
+        from .views import normalise_views
+
+        if isinstance(self.colour_blind, str):
+            self.colour_blind = (self.colour_blind,)
+        blind = tuple(str(f) for f in self.colour_blind)
+        unknown = [f for f in blind if f not in self.factors]
+        if unknown:
+            raise ValueError(f"colour_blind names {unknown}, which are not factors of the "
+                             f"model; its factors are {sorted(self.factors)}")
+        views = {f: "colour-blind" for f in blind}
+        views.update(normalise_views(self.views, self.factors))
+        self.views = views
+        self.colour_blind = tuple(f for f, v in views.items() if v == "colour-blind")
+        if not views:
+            return
+        if self.objective == "dsm" and self.heads != "classifier":
+            raise ValueError(f"views with objective='dsm' need heads='classifier' (a denoiser "
+                             f"conditioned on a concept must read all of x); got "
+                             f"heads={self.heads!r}")
+        if self.objective == "cd" and self.backbone != "conv":
+            raise ValueError(f"views need the conv backbone (images), not {self.backbone!r}")
+
+    def view_of(self, factor: str) -> str:
+        """The view a factor's heads read (``"identity"`` unless declared)."""
+        return self.views.get(factor, "identity")
 
     def _check_objective(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -147,10 +167,13 @@ class ModelConfig:
                 raise ValueError("parameterization='score' needs objective='dsm' (contrastive "
                                  "divergence trains energies)")
             return
-        if self.heads != "film" or self.colour_blind:
+        if self.heads not in ("film", "classifier"):
             raise ValueError(f"objective='dsm' conditions one network on the concept (heads="
-                             f"'film'), without colour_blind; got heads={self.heads!r}, "
-                             f"colour_blind={self.colour_blind}")
+                             f"'film') or guides an unconditional one with noise-aware "
+                             f"classifiers (heads='classifier'); got heads={self.heads!r}")
+        if self.heads == "classifier" and self.parametric:
+            raise ValueError(f"classifier heads take no parametric concepts "
+                             f"({sorted(self.parametric)}); use heads='film'")
         if self.backbone not in ("unet", "mlp"):
             raise ValueError(f"objective='dsm' needs backbone 'unet' (images) or 'mlp' "
                              f"(vectors), got {self.backbone!r}")
@@ -236,6 +259,8 @@ class ConfigHints:
 
 class ConceptModel(ConfigHints, nn.Module):
     """A trained (or trainable) concept model; ``compose`` accepts it as a concept library.
+    ``view_modules`` (``{factor: nn.Module}``) are the instances of user views in
+    ``config.views``; without them those are rebuilt from their import paths.
 
     Example:
         >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left", "right"]},
@@ -247,7 +272,8 @@ class ConceptModel(ConfigHints, nn.Module):
         >>> energy = conceptalg.compose("left & ~right", model)
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig,
+                 view_modules: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         self.config = config
         self.trunk = build_backbone(config.backbone, config.sample_shape,
@@ -256,16 +282,18 @@ class ConceptModel(ConfigHints, nn.Module):
         self.head_names = config.concept_names
         self.index = {name: i for i, name in enumerate(self.head_names)}
         n = len(self.head_names)
-        self.blind_trunk = None
-        if config.colour_blind:  # the heads of these factors read a colour-blind trunk
-            self.blind_trunk = build_backbone(config.backbone, config.sample_shape,
-                                              **{**config.backbone_options,
-                                                 "stem": "colour-blind"})
-        # per head row (the base last): whether it reads the colour-blind trunk, on the host
-        # for choosing trunks and on the device for per-row selection in training
-        self._blind = [name.split("=", 1)[0] in config.colour_blind
-                       for name in self.head_names] + [False]
-        self.register_buffer("_blind_rows", torch.tensor(self._blind), persistent=False)
+        # the trunks of factor views (design §6): colour-blind under its historical name,
+        # the others by view; a trunk whose features are not `features` wide gets a linear
+        # neck to that width, so that every kind of head keeps one table for all its heads
+        trunks = build_view_trunks(config, view_modules)
+        self.blind_trunk = trunks.pop("colour-blind", None)
+        self.view_trunks = nn.ModuleDict({trunk_key(v): t for v, t in trunks.items()})
+        # the view each head row reads (the base, last, reads the model's own trunk)
+        self._row_views = [config.view_of(name.split("=", 1)[0]) if "=" in name
+                           else "identity" for name in self.head_names] + ["identity"]
+        self._views = list(dict.fromkeys(self._row_views))
+        self.register_buffer("_row_view_ids", torch.tensor(
+            [self._views.index(v) for v in self._row_views]), persistent=False)
         if config.heads == "linear":
             self.energy = nn.Linear(features, n + 1)  # row n is the base head
         elif config.heads == "film":
@@ -275,9 +303,6 @@ class ConceptModel(ConfigHints, nn.Module):
                 name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
                 for name, k in config.parametric.items()})
             self.film = nn.ModuleList(nn.Linear(d, size) for size in self.trunk.film_sizes)
-            for layer in self.film:  # start as the identity modulation
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
             self.energy = nn.Linear(features, 1)
         else:
             self.energy = nn.Linear(features, 1)  # E_0
@@ -285,6 +310,20 @@ class ConceptModel(ConfigHints, nn.Module):
                 f: nn.Linear(features, len(values)) for f, values in config.factors.items()})
             self.value_index = {f"{f}={v}": (f, j) for f, values in config.factors.items()
                                 for j, v in enumerate(values)}
+        self.necks = nn.ModuleDict()
+        self.view_film = nn.ModuleDict()
+        for view in dict.fromkeys(config.views.values()):
+            key, trunk = trunk_key(view), self._trunk(view)
+            if trunk.out_features != features:
+                self.necks[key] = nn.Linear(trunk.out_features, features)
+            if config.heads == "film":  # a view that takes no conditions: FiLM on its output
+                self.view_film[key] = nn.ModuleList(
+                    nn.Linear(config.embedding_dim, size)
+                    for size in trunk.film_sizes or [2 * features])
+        for layers in [getattr(self, "film", []), *self.view_film.values()]:
+            for layer in layers:  # start as the identity modulation
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         if config.init_bank:  # half precision: starting points need no more
             self.register_buffer("init_bank", torch.zeros(config.init_bank, *config.sample_shape,
                                                           dtype=torch.float16))
@@ -294,19 +333,18 @@ class ConceptModel(ConfigHints, nn.Module):
                          args: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Raw head outputs ``[B, K]`` for ``heads`` (energies, or ``log p(c|x)`` for
         classifier heads); ``BASE`` names the base energy. ``args`` (aligned with ``heads``)
-        gives ``[B, n]`` arguments for parametric heads."""
+        gives ``[B, n]`` arguments for parametric heads. Each trunk the heads read (their
+        factors' views) runs once."""
         kind = self.config.heads
         if kind == "linear":
             row_list = [self._row(h) for h in heads]
             rows = torch.tensor(row_list, device=x.device)
             w, b = self.energy.weight[rows], self.energy.bias[rows]
-            blind = [self._blind[r] for r in row_list]
-            if not any(blind):
+            if not self.config.views:
                 return self.trunk(x) @ w.T + b  # [B, K]: the trunk once for all heads
-            if all(blind):
-                return self.blind_trunk(x) @ w.T + b
-            where = torch.tensor(blind, device=x.device)                        # [K]
-            return torch.where(where, self.blind_trunk(x) @ w.T, self.trunk(x) @ w.T) + b
+            groups = group_by_view([self._row_views[r] for r in row_list])
+            return ungroup([self._features(view, x) @ w[ks].T                 # [B, K_v]
+                            for view, ks in groups.items()], groups) + b
         if kind == "classifier":
             needed = list(dict.fromkeys(self._value(n)[0] for n in heads if n != BASE))
             h = self.trunk(x) if BASE in heads else None  # [B, F]
@@ -320,14 +358,17 @@ class ConceptModel(ConfigHints, nn.Module):
                     f, j = self._value(name)
                     columns.append(log_probs[f][:, j])
             return torch.stack(columns, dim=1)  # [B, K]
-        # film: one conditioned trunk pass per head, batched as [K·B]
+        # film: one conditioned pass per head, batched as [K_v·B] through each view's trunk
         b = x.shape[0]
-        embeddings = [self._embed(name, None if args is None else args[k], b, x)
-                      for k, name in enumerate(heads)]
-        e = torch.cat(embeddings)  # [K·B, d]
-        xs = x.repeat((len(heads),) + (1,) * (x.dim() - 1))  # [K·B, ...]
-        out = self.energy(self.trunk(xs, [layer(e) for layer in self.film]))[:, 0]
-        return out.reshape(len(heads), b).T  # [B, K]
+        groups = group_by_view([self._row_views[self._row(name)] for name in heads])
+        parts = []
+        for view, ks in groups.items():
+            e = torch.cat([self._embed(heads[k], None if args is None else args[k], b, x)
+                           for k in ks])                                  # [K_v·B, d]
+            xs = x.repeat((len(ks),) + (1,) * (x.dim() - 1))                 # [K_v·B, ...]
+            out = self.energy(self._features(view, xs, e))[:, 0]
+            parts.append(out.reshape(len(ks), b).T)                          # [B, K_v]
+        return ungroup(parts, groups)
 
     def energies_for(self, x: torch.Tensor, head_index: torch.Tensor,
                      args: torch.Tensor | None = None) -> torch.Tensor:
@@ -337,20 +378,58 @@ class ConceptModel(ConfigHints, nn.Module):
         kind = self.config.heads
         n = len(self.head_names)
         rows = torch.where(head_index < 0, torch.full_like(head_index, n), head_index)
-        h_kwargs = {}
+        if kind == "classifier":
+            return self.energy(self.trunk(x))[:, 0]
+        e = None
         if kind == "film":
             e = self.embedding(rows)  # [B, d]
             if args is not None and self.config.parametric:
                 for name, net in self.arg_nets.items():
                     mask = rows == self.index[name]
                     e = torch.where(mask[:, None], e + net(_fourier(args)), e)
-            h_kwargs["conditions"] = [layer(e) for layer in self.film]
-        h = self.trunk(x, **h_kwargs)
+        h = self._row_features(x, rows, e)                                   # [B, F]
         if kind == "linear":
-            if self.blind_trunk is not None:
-                h = torch.where(self._blind_rows[rows][:, None], self.blind_trunk(x), h)
             return (h * self.energy.weight[rows]).sum(1) + self.energy.bias[rows]  # [B]
         return self.energy(h)[:, 0]
+
+    def _row_features(self, x: torch.Tensor, rows: torch.Tensor,
+                      e: torch.Tensor | None) -> torch.Tensor:
+        """``[B, F]``: each row's features from the trunk of its head's view, each trunk run
+        once over its rows (with views, one host sync to count them)."""
+        if not self.config.views:
+            return self._features("identity", x, e)
+        ids = self._row_view_ids[rows]                                       # [B]
+        counts = torch.bincount(ids, minlength=len(self._views)).tolist()
+        order = torch.argsort(ids, stable=True)                              # rows by view
+        parts, start = [], 0
+        for view, count in zip(self._views, counts):
+            if count == len(ids):
+                return self._features(view, x, e)
+            if count:
+                where = order[start:start + count]
+                parts.append(self._features(view, x[where], None if e is None else e[where]))
+                start += count
+        return torch.cat(parts)[torch.argsort(order)]                        # [B, F]
+
+    def _trunk(self, view: str) -> nn.Module:
+        if view == "identity":
+            return self.trunk
+        return self.blind_trunk if view == "colour-blind" else self.view_trunks[trunk_key(view)]
+
+    def _features(self, view: str, x: torch.Tensor,
+                  e: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` seen through ``view``: features ``[B, F]`` of its trunk (brought to width
+        ``F`` by its neck), FiLM-conditioned by concept embeddings ``e[B, d]`` when given."""
+        if view == "identity":
+            return self.trunk(x, None if e is None else [layer(e) for layer in self.film])
+        key, trunk = trunk_key(view), self._trunk(view)
+        conditions = None if e is None else [layer(e) for layer in self.view_film[key]]
+        h = trunk(x, conditions if trunk.film_sizes else None)
+        if key in self.necks:
+            h = self.necks[key](h)
+        if conditions is not None and not trunk.film_sizes:
+            h = _film(h, conditions[0])  # a view that takes no conditions: FiLM its output
+        return h
 
     def classifier_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-factor logits ``{factor: [B, V]}`` (classifier heads only)."""
@@ -360,13 +439,14 @@ class ConceptModel(ConfigHints, nn.Module):
 
     def _logits(self, x: torch.Tensor, factors: Sequence[str],
                 h: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Logits of ``factors``, running only the trunks they read (``h``: the shared
-        trunk's features, when the caller has them already)."""
-        blind = [f for f in factors if f in self.config.colour_blind]
-        hb = self.blind_trunk(x) if blind else None
-        if h is None and len(blind) < len(factors):
-            h = self.trunk(x)
-        return {f: self.classifiers[f](hb if f in blind else h) for f in factors}
+        """Logits of ``factors``, running only the trunks they read, each once (``h``: the
+        model's own trunk's features, when the caller has them already)."""
+        groups = group_by_view([self.config.view_of(f) for f in factors])
+        out = {}
+        for view, ks in groups.items():
+            hv = h if view == "identity" and h is not None else self._features(view, x)
+            out.update({factors[k]: self.classifiers[factors[k]](hv) for k in ks})
+        return {f: out[f] for f in factors}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The base energy ``E_0(x)`` (an unconditional EBM), ``[B]``."""
@@ -392,12 +472,16 @@ class ConceptModel(ConfigHints, nn.Module):
                 raise ValueError(f"factor {f!r} already has {clash}")
             old.extend(values)
         config = dataclasses.replace(self.config, factors=merged)
-        new = ConceptModel(config).to(next(self.parameters()).device)
+        users = {f: self._trunk(v).module for f, v in config.views.items()
+                 if v.startswith("module:")}  # user views: copies of these very modules
+        new = ConceptModel(config, copy.deepcopy(users)).to(next(self.parameters()).device)
         state = new.state_dict()
         for key, value in self.state_dict().items():
             target = state[key]
             if target.shape == value.shape:
                 state[key] = value.clone()
+            elif key.startswith("classifiers."):  # a factor's new values come last
+                target[:len(value)] = value
             else:  # a per-concept table grew: copy the old rows to their new positions
                 rows = self._row_map(new)
                 target[rows["new"]] = value[rows["old"]]
@@ -506,4 +590,5 @@ class ConceptModel(ConfigHints, nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         return (f"heads={cfg.heads!r}, concepts={len(self.head_names)}, "
-                f"sample_shape={cfg.sample_shape}, temperature={cfg.temperature:g}")
+                + (f"views={cfg.views}, " if cfg.views else "")
+                + f"sample_shape={cfg.sample_shape}, temperature={cfg.temperature:g}")

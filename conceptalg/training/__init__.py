@@ -22,9 +22,10 @@ __all__ = ["train", "Trainer", "TrainConfig", "TrainingDiverged", "ConceptData",
 OBJECTIVES = ("cd", "dsm")
 
 
-def train(data, labels=None, *, objective: str = "cd", heads: str = "linear",
+def train(data, labels=None, *, objective: str = "cd", heads: str | None = None,
           steps: int | None = None, model: ConceptModel | None = None, device=None,
           progress: bool = False, colour_blind: tuple[str, ...] = (),
+          views: dict[str, Any] | None = None,
           parameterization: str = "energy", **config: Any) -> ConceptModel:
     """Train concept heads and return the model (a concept library ``compose`` accepts).
 
@@ -34,10 +35,13 @@ def train(data, labels=None, *, objective: str = "cd", heads: str = "linear",
     (contrastive divergence, :class:`Trainer`) or ``"dsm"`` (denoising score matching of
     noise-conditioned energies, :class:`DSMTrainer`; ``parameterization`` ``"energy"`` or
     ``"score"``; other keywords are :class:`DSMConfig` fields, and the result is a
-    :class:`~conceptalg.models.DiffusionModel`). For ``"cd"``, ``heads`` is ``"linear"``,
-    ``"film"`` or ``"classifier"``; ``colour_blind`` names factors whose heads read a
-    colour-blind trunk (see :class:`~conceptalg.models.ModelConfig`); other keywords are
-    :class:`TrainConfig` fields.
+    :class:`~conceptalg.models.DiffusionModel`; ``heads`` ``"film"`` (default) or
+    ``"classifier"``: an unconditional network guided by noise-aware classifiers). For
+    ``"cd"``, ``heads`` is ``"linear"`` (default), ``"film"`` or ``"classifier"``; other
+    keywords are :class:`TrainConfig` fields. ``views`` maps factors to the view their heads
+    read (``"colour-blind"``, ``"shape-blind"``, ``"identity"`` or an ``nn.Module``;
+    :mod:`conceptalg.models.views`); ``colour_blind`` is an alias for factors whose view is
+    colour-blind.
 
     Example:
         >>> import torch, conceptalg
@@ -58,18 +62,17 @@ def train(data, labels=None, *, objective: str = "cd", heads: str = "linear",
         config["steps"] = steps
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    views = {**{f: "colour-blind" for f in colour_blind}, **dict(views or {})}
     if objective == "dsm":
-        if heads != "linear" or colour_blind:
-            raise ValueError("objective='dsm' conditions one network on the concept; heads= "
-                             "and colour_blind= apply to objective='cd'")
         dsm = DSMTrainer(data, model=model, config=default_dsm_config(data.sample_shape, **config),
-                         parameterization=parameterization, device=device)
+                         parameterization=parameterization, device=device,
+                         heads=heads or "film", views=views)
         dsm.fit(progress=progress)
         return dsm.model
     if parameterization != "energy":
         raise ValueError("parameterization='score' needs objective='dsm' (contrastive divergence "
                          "trains energies)")
     trainer = Trainer(data, model=model, config=default_train_config(data.sample_shape, **config),
-                      heads=heads, device=device, colour_blind=colour_blind)
+                      heads=heads or "linear", device=device, views=views)
     trainer.fit(progress=progress)
     return trainer.model

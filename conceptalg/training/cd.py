@@ -34,13 +34,14 @@ import hashlib
 import inspect
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import ConceptAlgError
 from ..models.model import ConceptModel, ModelConfig
+from ..models.views import view_name
 from ..sampling.base import Bounds
 from ..sampling.buffer import ReplayBuffer
 from ..sampling.langevin import Langevin
@@ -72,11 +73,13 @@ class Trainer:
     every rank — ``distributed=None`` joins an initialised group, ``False`` ignores it, ``True``
     requires one; ``fit`` and ``save`` must then be called on every rank (rank 0 writes).
     A new model gets ``heads``, ``backbone`` (default: conv for images, MLP for vectors),
-    ``backbone_options`` and ``colour_blind`` (factors whose heads read a colour-blind trunk,
-    :class:`~conceptalg.models.ModelConfig`).
+    ``backbone_options`` and ``views``: ``{factor: view}``, the view (a name of
+    :data:`~conceptalg.models.views.VIEWS` or an ``nn.Module``, used as it is) that factor's
+    heads read (:class:`~conceptalg.models.ModelConfig`); ``colour_blind`` names factors whose
+    view is ``"colour-blind"`` (an older spelling).
 
     Example:
-        >>> from conceptalg.training import ConceptData, Trainer, default_train_config
+        >>> from conceptalg.training import ConceptData, Trainer, builtin_data, default_train_config
         >>> x = torch.cat([torch.randn(200, 2) - 2, torch.randn(200, 2) + 2]).clamp(-5, 5)
         >>> data = ConceptData.from_labels(x, ["left"] * 200 + ["right"] * 200,
         ...                                bounds=(-5.0, 5.0))
@@ -84,6 +87,11 @@ class Trainer:
         >>> history = trainer.fit()
         >>> sorted(trainer.model.as_concept_library().names())
         ['concept=left', 'concept=right']
+        >>> shapes = builtin_data("shapes", n=64)
+        >>> trainer = Trainer(shapes, heads="classifier", backbone_options={"width": 4},
+        ...                   views={"shape": "colour-blind", "color": "shape-blind"})
+        >>> trainer.model.config.views
+        {'shape': 'colour-blind', 'color': 'shape-blind'}
     """
 
     def __init__(self, data: ConceptData, *, model: ConceptModel | None = None,
@@ -92,7 +100,8 @@ class Trainer:
                  device: str | torch.device | None = None,
                  train_only: list[str] | None = None,
                  distributed: bool | None = None,
-                 colour_blind: Sequence[str] = ()) -> None:
+                 colour_blind: Sequence[str] = (),
+                 views: Mapping[str, str | torch.nn.Module] | None = None) -> None:
         self.data = data
         self.config = config or default_train_config(data.sample_shape)
         cfg = self.config
@@ -106,8 +115,10 @@ class Trainer:
         if model is None:
             with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
                 torch.manual_seed(cfg.seed)
+                modules = {f: v for f, v in dict(views or {}).items()
+                           if isinstance(v, torch.nn.Module)}
                 model = ConceptModel(self._model_config(heads, backbone, backbone_options,
-                                                        colour_blind))
+                                                        colour_blind, views), modules)
         self.model = model.to(self.device)
         mc = model.config
         if tuple(mc.sample_shape) != data.sample_shape:
@@ -156,7 +167,8 @@ class Trainer:
         return self.rank == 0
 
     # --- set-up ---------------------------------------------------------------------------
-    def _model_config(self, heads, backbone, backbone_options, colour_blind=()) -> ModelConfig:
+    def _model_config(self, heads, backbone, backbone_options, colour_blind=(),
+                      views=None) -> ModelConfig:
         data = self.data
         image = len(data.sample_shape) == 3
         backbone = backbone or ("conv" if image else "mlp")
@@ -169,7 +181,8 @@ class Trainer:
         return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
                            parametric=parametric, heads=heads, backbone=backbone,
                            backbone_options=options, bounds=data.bounds,
-                           init_bank=self.config.init_bank, colour_blind=tuple(colour_blind))
+                           init_bank=self.config.init_bank, colour_blind=tuple(colour_blind),
+                           views={f: view_name(v) for f, v in dict(views or {}).items()})
 
     def _check_concepts(self, mc: ModelConfig) -> None:
         for f, values in self.data.factors.items():
@@ -218,9 +231,11 @@ class Trainer:
         with _dist.guard(self.dist, "comparing the ranks' set-ups at start"):
             _dist.check_same_setup(setup, self.dist)
         mc = self.model.config
-        # FiLM argument networks without parametric data never enter the loss: let DDP look
-        # for such unused parameters only then (every other parameter gets a gradient each step).
-        unused = mc.heads == "film" and bool(mc.parametric) and not data.parametric
+        # FiLM argument networks without parametric data never enter the loss, nor does a view's
+        # trunk in a step that draws none of its heads (linear, FiLM): let DDP look for unused
+        # parameters only then (every other parameter gets a gradient each step).
+        unused = (mc.heads == "film" and bool(mc.parametric) and not data.parametric) or \
+            (bool(mc.views) and mc.heads != "classifier")
         # Buffers (spectral-norm vectors) evolve identically on every rank: no broadcast before
         # each forward (it would edit, in place, tensors the chains' graphs may still hold).
         no_sync = "forward_sync_buffers" if "forward_sync_buffers" in \

@@ -9,6 +9,16 @@ regresses the model's denoiser on the clean data:
     L = mean_i λ(σ_i) · mean_pixels (D(x_i + σ_i ε_i; σ_i, c_i) − x_i)²,
     λ(σ) = (σ² + σ_d²) / (σ σ_d)²                                  (Karras et al. 2022)
 
+With classifier heads (``heads="classifier"``, classifier guidance) the network is the
+unconditional base ``D_0`` and every factor ``f`` has a noise-aware classifier
+``p(v | view_f(x̃), σ)`` (:mod:`conceptalg.models.noisy_classifier`). Each sample trains the
+base as above and, for each factor with a known label ``y``, the classifier twice over: its
+values by cross-entropy, and its gradient through the conditional denoiser of Bayes' rule,
+``D_y = sg(D_0) + σ² ∇_x̃ log p(y | x̃, σ)`` (``sg``: no gradient into the base), regressed on
+the clean sample with the same weight ``λ(σ)``. A classifier trained on values alone need not
+have gradients that move samples towards its class (a noisy classifier's gradients are not
+perceptually aligned: references.md); the second term fits exactly what guidance uses.
+
 No chain runs in the loop. For the energy parameterisation ``D = x − σ² ∇_x E`` is built with
 ``create_graph=True``, so θ is trained through the energy's gradient (design §6;
 :class:`~conceptalg.models.diffusion.DiffusionModel`). Adam; an exponential moving average of
@@ -22,14 +32,15 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..models.diffusion import DiffusionModel
 from ..models.model import ModelConfig
+from ..models.views import normalise_views, view_name
 from ..sampling.settings import check_int
 from .cd import TrainingDiverged
 from .conditioning import ConceptChoices
@@ -59,6 +70,11 @@ class DSMConfig:
     importance weights ``∝ exp(−‖x̃ − x_j‖²/2σ²)`` over the sample and ``reference_batch``
     other data of its concept — the same optimum, far less gradient noise where many data lie
     within σ of ``x̃`` (low-dimensional data; the default for vectors).
+    ``classifier_weight`` and ``guidance_weight`` weigh the two losses of classifier heads
+    (``heads="classifier"``, module docstring): cross-entropy of the labels, and the denoising
+    loss of the conditional denoiser ``D_0 + σ² ∇ log p(y | x̃, σ)`` that trains their
+    gradients. ``freeze_base`` trains the classifiers only, over a base trained before
+    (:meth:`~conceptalg.models.DiffusionModel.with_classifiers`).
     """
 
     steps: int = 7500
@@ -77,6 +93,9 @@ class DSMConfig:
     rho: float = 7.0
     max_loss: float = 1e4
     reference_batch: int = 0
+    classifier_weight: float = 1.0
+    guidance_weight: float = 10.0
+    freeze_base: bool = False
     seed: int = 0
     log_every: int = 50
 
@@ -96,6 +115,10 @@ class DSMConfig:
             raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
         if not 0 <= self.base_fraction <= 1:
             raise ValueError(f"base_fraction must be in [0, 1], got {self.base_fraction!r}")
+        for name in ("classifier_weight", "guidance_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         for name in ("sigma_min", "sigma_max"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -163,6 +186,7 @@ class DSMTrainer:
 
     def __init__(self, data: ConceptData, *, model: DiffusionModel | None = None,
                  config: DSMConfig | None = None, parameterization: str = "energy",
+                 heads: str = "film", views: Mapping[str, Any] | None = None,
                  backbone_options: dict | None = None,
                  device: str | torch.device | None = None) -> None:
         self.data = data
@@ -170,9 +194,17 @@ class DSMTrainer:
         cfg = self.config
         self.device = torch.device(device or "cpu")
         if model is None:
+            modules = {f: v for f, v in dict(views or {}).items() if isinstance(v, nn.Module)}
             with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
                 torch.manual_seed(cfg.seed)
-                model = DiffusionModel(self._model_config(parameterization, backbone_options))
+                model = DiffusionModel(self._model_config(parameterization, backbone_options,
+                                                          heads, views), view_modules=modules)
+        elif views or heads != "film" or parameterization != "energy":
+            given = model.config
+            if (views and given.views != normalise_views(views, given.factors)) or \
+                    (heads != "film" and heads != given.heads):
+                raise ValueError("heads=, views= and parameterization= build a new model; "
+                                 "with model= they come from the model's own config")
         if not isinstance(model, DiffusionModel):
             raise TypeError(f"DSMTrainer trains a DiffusionModel (objective='dsm'), got "
                             f"{type(model).__name__}")
@@ -182,10 +214,26 @@ class DSMTrainer:
         self.online = model.to(self.device)
         self.ema = AveragedModel(self.online, multi_avg_fn=_ema_update(cfg.ema, cfg.ema_rampup),
                                  use_buffers=True)
-        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, betas=cfg.betas)
+        params = list(self.online.parameters())
+        if cfg.freeze_base:
+            if not self.online.guided:
+                raise ValueError("freeze_base=True trains classifier heads over a trained base; "
+                                 "the model has none (heads='classifier')")
+            frozen = {id(p) for p in self.online.base_parameters()}
+            params = [p for p in params if id(p) not in frozen]
+            for p in self.online.base_parameters():
+                p.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self._choices = ConceptChoices(data, self.online.index)
         self._members = self._concept_members() if cfg.reference_batch else None
+        self._factors = list(self.online.config.factors) if self.online.guided else []
+        if self._factors:
+            missing = [f for f in self._factors if f not in data.labels]
+            if missing:
+                raise ValueError(f"classifier heads need labels of every factor; the data has "
+                                 f"none for {missing}")
+            self._labels = torch.stack([data.labels[f] for f in self._factors], 1)  # [N, F]
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -194,7 +242,8 @@ class DSMTrainer:
         """The EMA-averaged model: the one to sample from, save and ship."""
         return self.ema.module
 
-    def _model_config(self, parameterization: str, backbone_options) -> ModelConfig:
+    def _model_config(self, parameterization: str, backbone_options, heads: str = "film",
+                      views=None) -> ModelConfig:
         data, cfg = self.data, self.config
         image = len(data.sample_shape) == 3
         options = dict(backbone_options or {})
@@ -209,8 +258,11 @@ class DSMTrainer:
         # experts, whose OR and NOT are the densities' own (design §4)
         composition = {"semantics": "guidance", "guidance_scale": 1.0} if image else \
             {"semantics": "product"}
+        if heads == "classifier":  # exact AND/OR/NOT from the classifiers' probabilities
+            composition = {"semantics": "logic", "guidance_scale": 1.0}
+        views = {f: view_name(v) for f, v in dict(views or {}).items()}
         return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
-                           parametric=parametric, heads="film",
+                           parametric=parametric, heads=heads, views=views,
                            backbone="unet" if image else "mlp", backbone_options=options,
                            bounds=data.bounds, objective="dsm",
                            parameterization=parameterization, noise=noise,
@@ -242,6 +294,43 @@ class DSMTrainer:
         weight = (sigma.square() + sd ** 2) / (sigma * sd).square()                # [B]
         goal = x if target is None else target
         return (weight * (denoised - goal).square().flatten(1).mean(1)).mean()
+
+    def guided_loss(self, x: Tensor, labels: Tensor, sigma: Tensor,
+                    noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of a model with classifier heads (module docstring): the base's denoising
+        loss, plus per factor the cross-entropy of its known labels (``labels[B, F]``, ``-1``
+        unknown) and the denoising loss of its conditional denoiser. Returns the total and its
+        parts (detached)."""
+        model, cfg = self.online, self.config
+        noisy = x + _view(sigma, x) * noise
+        rows = torch.full((len(x),), model._base_row, device=x.device)
+        sd = model.sigma_data
+        weight = (sigma.square() + sd ** 2) / (sigma * sd).square()                # [B]
+        if cfg.freeze_base:
+            with torch.no_grad():
+                denoised = model.denoise_for(noisy, rows, None, sigma)
+            base = x.new_zeros(())
+        else:
+            denoised = model.denoise_for(noisy, rows, None, sigma, create_graph=True)
+            base = (weight * (denoised - x).square().flatten(1).mean(1)).mean()
+        xg = noisy.detach().requires_grad_(True)
+        logits = model.factor_logits(xg, self._factors, sigma=sigma)
+        ce = guide = x.new_zeros(())
+        anchor = denoised.detach()
+        for j, f in enumerate(self._factors):
+            y = labels[:, j]
+            known = y >= 0                                                        # [B]
+            log_p = torch.log_softmax(logits[f], 1).gather(1, y.clamp(min=0)[:, None])[:, 0]
+            log_p = torch.where(known, log_p, 0.0)                                # [B]
+            ce = ce - log_p.sum() / known.sum().clamp(min=1)
+            if cfg.guidance_weight > 0:
+                (grad,) = torch.autograd.grad(log_p.sum(), xg, create_graph=True)
+                d_y = anchor + _view(sigma.square(), x) * grad                  # [B, ...]
+                err = (weight * (d_y - x).square().flatten(1).mean(1))[known]
+                guide = guide + err.sum() / known.sum().clamp(min=1)
+        total = base + cfg.classifier_weight * ce + cfg.guidance_weight * guide
+        return total, {"denoising loss": base.detach(), "cross-entropy": ce.detach(),
+                       "guidance loss": guide.detach()}
 
     def _stable_targets(self, x: Tensor, head: Tensor, sigma: Tensor, noise: Tensor,
                         g: torch.Generator) -> Tensor:
@@ -276,6 +365,8 @@ class DSMTrainer:
         if self._members is not None:
             target = self._stable_targets(x, head, sigma, noise, g)
         to = self.device
+        if self._factors:  # classifier heads: every factor's label instead of one concept
+            return x.to(to), self._labels[idx].to(to), sigma.to(to), noise.to(to)
         return (x.to(to), head.to(to), None if args is None else args.to(to),
                 sigma.to(to), noise.to(to), None if target is None else target.to(to))
 
@@ -283,10 +374,15 @@ class DSMTrainer:
         """One iteration; returns its metrics (floats)."""
         cfg = self.config
         self.online.train()
-        loss = self.loss(*self._batch())
+        parts: dict[str, Tensor] = {}
+        if self._factors:
+            loss, parts = self.guided_loss(*self._batch())
+        else:
+            loss = self.loss(*self._batch())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for group in self.optimizer.param_groups for p in group["params"]], cfg.grad_clip)
         value = float(loss.detach())
         if not (math.isfinite(value) and value < cfg.max_loss and torch.isfinite(grad_norm)):
             raise TrainingDiverged(
@@ -296,7 +392,8 @@ class DSMTrainer:
         self.optimizer.step()
         self.ema.update_parameters(self.online)
         self.step += 1
-        return {"step": self.step, "loss": value, "grad norm": float(grad_norm)}
+        return {"step": self.step, "loss": value, "grad norm": float(grad_norm),
+                **{k: float(v) for k, v in parts.items()}}
 
     def fit(self, steps: int | None = None, *, progress: bool = False,
             callback: Callable[["DSMTrainer", dict], None] | None = None) -> list[dict]:
@@ -312,14 +409,18 @@ class DSMTrainer:
         last = self.history[-1] if self.history else {}
         start = time.perf_counter() - last.get("seconds", 0.0)
         cpu_start = time.process_time() - last.get("cpu seconds", 0.0)
-        losses: list[float] = []
+        sums: dict[str, float] = {}
+        count = 0
         try:
             for _ in range(total):
                 metrics = self.train_step()
-                losses.append(metrics["loss"])
+                count += 1
+                for key in metrics.keys() - {"step", "grad norm"}:
+                    sums[key] = sums.get(key, 0.0) + metrics[key]
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    metrics["loss"] = sum(losses) / len(losses)
-                    losses.clear()
+                    metrics.update({k: v / count for k, v in sums.items()})  # since the last log
+                    sums.clear()
+                    count = 0
                     metrics["seconds"] = time.perf_counter() - start
                     metrics["cpu seconds"] = time.process_time() - cpu_start
                     self.history.append(metrics)
