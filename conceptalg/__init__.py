@@ -9,7 +9,7 @@ Example:
     'red & circle | ~blue'
 
 ``import conceptalg`` and :func:`parse` do not import torch: the tensor side of the API
-(``compose``, ``sample``, ``load``, ``train``, ...) is loaded on first use.
+(``compose``, ``sample``, ``load``, ``train``, ``infer``, ...) is loaded on first use.
 """
 
 from importlib import import_module
@@ -31,6 +31,7 @@ _LAZY = {
     "sample": "conceptalg.sampling",
     "load": "conceptalg.training.checkpoint",
     "train": "conceptalg.training",
+    "infer": "conceptalg.inference",
 }
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The ``conceptalg`` command line: ``parse``, ``explain``, ``train``, ``export``, ``sample``,
-``evaluate``, ``extrapolate`` (``train`` lives in :mod:`.cli_train`, ``evaluate`` and
-``extrapolate`` in :mod:`.evaluation.commands`).
+``evaluate``, ``extrapolate``, ``infer`` (``train`` lives in :mod:`.cli_train`, ``evaluate`` and
+``extrapolate`` in :mod:`.evaluation.commands`, ``infer`` in :mod:`.cli_infer`).
 
 Each subcommand is one ``_cmd_*`` function taking the parsed arguments and returning an exit
 code; :func:`main` wires them to argparse. Output is written with ``errors="backslashreplace"``
@@ -333,3 +333,12 @@ def _register_evaluation(sub) -> None:
 
 
 _EXTRA_COMMANDS.append(_register_evaluation)
+
+
+def _register_infer(sub) -> None:
+    from .cli_infer import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS.append(_register_infer)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
 import pytest
 
 import conceptalg
@@ -16,7 +18,8 @@ from conceptalg.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = str(ROOT / "models" / "shapes")
-SUBCOMMANDS = ("parse", "explain", "train", "export", "sample", "evaluate", "extrapolate")
+SUBCOMMANDS = ("parse", "explain", "train", "export", "sample", "evaluate", "extrapolate",
+               "infer")
 
 # (id, argv with {shapes} {toy} {tmp} placeholders, exit code, texts the message contains)
 CASES = [
@@ -115,7 +118,10 @@ CASES = [
                                     "--holdout", "circle:red"], 2,
      ["--holdout applies to --data shapes, not toy2d"]),
     ("train dsm --heads", ["train", "--data", "toy2d", "--out", "{tmp}/run", "--objective", "dsm",
-                           "--heads", "film"], 2, ["--heads and --colour-blind apply to"]),
+                           "--heads", "linear"], 2, ["--heads linear applies to --objective cd"]),
+    ("train dsm --views", ["train", "--data", "shapes", "--out", "{tmp}/run", "--objective",
+                           "dsm", "--views", "shape=colour-blind"], 2,
+     ["--views with --objective dsm need --heads classifier"]),
     ("train score with cd", ["train", "--data", "toy2d", "--out", "{tmp}/run",
                              "--parameterization", "score"], 2,
      ["--parameterization score needs --objective dsm"]),
@@ -178,6 +184,35 @@ CASES = [
      ["--csv", "does not exist"]),
     ("extrapolate --n x", ["extrapolate", "--model", "{shapes}", "--n", "x"], 2,
      ["argument --n: expected an integer ≥ 1, got 'x'"]),
+    # --- infer -----------------------------------------------------------------------------
+    ("infer missing model", ["infer", "--model", "{tmp}/nope", "{tmp}/small.png"], 1,
+     ["CheckpointError", "no such checkpoint or run directory"]),
+    ("infer without --model", ["infer", "{tmp}/small.png"], 2,
+     ["the following arguments are required: --model"]),
+    ("infer missing image", ["infer", "--model", "{shapes}", "{tmp}/nope.png"], 2,
+     ["IMAGE", "nope.png: no such file; IMAGE takes picture files (.png, .jpg)"]),
+    ("infer wrong image size", ["infer", "--model", "{shapes}", "{tmp}/small.png"], 2,
+     ["small.png is 3×16×16 (channels×height×width); the model takes 3×32×32 images"]),
+    ("infer unknown factor", ["infer", "--model", "{shapes}", "{tmp}/small.png", "--factors",
+                              "shape,texture"], 2,
+     ["the model has no factor(s) 'texture'; its factors are shape, color, size"]),
+    ("infer --factors empty", ["infer", "--model", "{shapes}", "{tmp}/small.png", "--factors",
+                               ","], 2, ["--factors takes factor names separated by commas"]),
+    ("infer unknown kind of file", ["infer", "--model", "{shapes}", "{tmp}/file"], 2,
+     ["file: cannot tell its kind from its name"]),
+    ("infer two tensor files", ["infer", "--model", "{shapes}", "{tmp}/a.pt", "{tmp}/a.pt"], 2,
+     ["give one tensor file, or picture files"]),
+    ("infer damaged picture", ["infer", "--model", "{shapes}", "{tmp}/bad.png"], 1,
+     ["cannot read IMAGE", "bad.png"]),
+    ("infer --csv not csv", ["infer", "--model", "{shapes}", "{tmp}/small.png", "--csv",
+                             "{tmp}/t.txt"], 2, ["--csv", "must end in .csv"]),
+    ("infer --samples 0", ["infer", "--model", "{shapes}", "{tmp}/small.png", "--samples", "0"],
+     2, ["argument --samples: must be an integer ≥ 1"]),
+    ("infer --sigma text", ["infer", "--model", "{shapes}", "{tmp}/small.png", "--sigma", "x"],
+     2, ["argument --sigma: takes numbers separated by commas"]),
+    ("infer --sigma for a cd model", ["infer", "--model", "{toy}", "{tmp}/points.pt", "--sigma",
+                                      "0.1"], 2,
+     ["--sigma applies to diffusion models (--objective dsm)"]),
     # --- explain, parse, the command itself ------------------------------------------------
     ("explain syntax", ["explain", "red & & blue"], 2, ["syntax error"]),
     ("explain --or-temperature 0", ["explain", "a | b", "--or-temperature", "0"], 2,
@@ -212,6 +247,7 @@ def toy(tmp_path_factory) -> str:
 def no_work(monkeypatch):
     """Sampling and data making fail the test: every error must come before them."""
     import conceptalg.data.attributes as attributes
+    import conceptalg.inference as inference
     import conceptalg.training as training
 
     def work(*args, **kwargs):
@@ -221,6 +257,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(training, "builtin_data", work)
     monkeypatch.setattr(attributes, "load_celeba", work)
     monkeypatch.setattr(attributes.AttributeImageDataset, "__getitem__", work)
+    monkeypatch.setattr(inference, "infer", work)
 
 
 def run(argv: list[str]) -> int:
@@ -236,6 +273,10 @@ def test_bad_call_ends_with_one_line(argv, code, texts, toy, tmp_path, no_work, 
     (tmp_path / "dir.png").mkdir()
     (tmp_path / "oldrun").mkdir()
     (tmp_path / "oldrun" / "latest").write_text('{"checkpoint": "ckpt-000001", "step": 1}')
+    matplotlib.image.imsave(tmp_path / "small.png", np.zeros((16, 16, 3)))  # shapes are 32×32
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    (tmp_path / "a.pt").write_bytes(b"")
+    __import__("torch").save(__import__("torch").zeros(2, 2), tmp_path / "points.pt")
     argv = [a.format(shapes=SHAPES, toy=toy, tmp=tmp_path) for a in argv]
     known = argv and argv[0] in SUBCOMMANDS
     assert run(argv) == code
