@@ -206,9 +206,9 @@ class DiffusionModel(ConfigHints, nn.Module):
         # the concept table's last row is the base; a guided model's network is unconditional
         self._base_row = 0 if self.guided else len(self.head_names)
         self.embedding = nn.Embedding(self._base_row + 1, d)
-        self.arg_nets = nn.ModuleDict({
+        self.arg_nets = nn.ModuleDict({  # a guided model's parametric concepts: window heads
             name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
-            for name, k in config.parametric.items()})
+            for name, k in config.parametric.items() if not self.guided})
         self.noise_embedding = _NoiseEmbedding(d)
         options = dict(config.backbone_options)
         if config.backbone == "unet":
@@ -216,12 +216,15 @@ class DiffusionModel(ConfigHints, nn.Module):
         else:
             self.net = NoiseConditionedMLP(shape[0], options.get("hidden", (128, 128, 128)), d)
         if self.guided:
-            from .noisy_classifier import NoisyClassifiers
+            from .noisy_classifier import WINDOW_DEFAULTS, NoisyClassifiers, WindowClassifier
 
             self.classifier_noise = _NoiseEmbedding(d)
             self.classifiers = NoisyClassifiers(shape, config.factors, config.views, dim=d,
                                                 options=options.get("classifier"),
                                                 view_modules=view_modules)
+            window = {**WINDOW_DEFAULTS, **dict(options.get("window") or {})}
+            self.local_heads = nn.ModuleDict({name: WindowClassifier(shape[0], dim=d, **window)
+                                              for name in config.parametric})
             self.value_index = {f"{f}={v}": (f, j) for f, values in config.factors.items()
                                 for j, v in enumerate(values)}
 
@@ -334,7 +337,8 @@ class DiffusionModel(ConfigHints, nn.Module):
 
     def base_parameters(self) -> list[nn.Parameter]:
         """The parameters of the base (the denoiser network, its embeddings)."""
-        skip = {id(p) for name in ("classifiers", "classifier_noise") if hasattr(self, name)
+        skip = {id(p) for name in ("classifiers", "classifier_noise", "local_heads")
+                if hasattr(self, name)
                 for p in getattr(self, name).parameters()}
         return [p for p in self.parameters() if id(p) not in skip]
 
@@ -353,10 +357,25 @@ class DiffusionModel(ConfigHints, nn.Module):
         if unknown:
             raise ValueError(f"unknown factors {unknown}; the model's factors are "
                              f"{list(self.config.factors)}")
+        u, s = self._classifier_input(x, sigma)
+        return self.classifiers(u, s, factors, self.classifier_noise(s))
+
+    def _classifier_input(self, x: Tensor, sigma) -> tuple[Tensor, Tensor]:
+        """The classifiers' input ``c_in (x − μ)`` and the levels ``[B]``."""
         s = self._sigma(sigma, x.shape[0], x)
         _, _, c_in = edm_coefficients(s, self.sigma_data)
-        u = _view(c_in, x) * (x - self.mean)
-        return self.classifiers(u, s, factors, self.classifier_noise(s))
+        return _view(c_in, x) * (x - self.mean), s
+
+    def local_logits(self, x: Tensor, name: str, point: Tensor, *,
+                     sigma: Tensor | float | None = None) -> Tensor:
+        """``logit P(name(point) | window(x, point), σ)`` ``[B]`` of a parametric concept
+        (``point[B, 2]``, or ``[2]`` for all): its window classifier (guided models)."""
+        if name not in getattr(self, "local_heads", {}):
+            raise KeyError(f"{type(self).__name__} has no window head {name!r}; parametric "
+                           f"concepts: {list(self.config.parametric)}")
+        u, s = self._classifier_input(x, sigma)
+        point = point.to(x.dtype).expand(x.shape[0], 2)
+        return self.local_heads[name](u, point, self.classifier_noise(s))
 
     def factor_log_probs(self, x: Tensor, factors: Sequence[str] | None = None, *,
                          sigma: Tensor | float | None = None) -> dict[str, Tensor]:
@@ -364,12 +383,25 @@ class DiffusionModel(ConfigHints, nn.Module):
         return {f: torch.log_softmax(v, dim=1)
                 for f, v in self.factor_logits(x, factors, sigma=sigma).items()}
 
-    def _class_log_probs(self, x: Tensor, heads: Sequence[str], sigma) -> list[Tensor]:
-        """``log p(c | x, σ)`` ``[B]`` for each concept head (one classifier pass per factor)."""
-        wanted = [self._value(h) for h in heads]
-        log_probs = self.factor_log_probs(x, list(dict.fromkeys(f for f, _ in wanted)),
-                                          sigma=sigma)
-        return [log_probs[f][:, j] for f, j in wanted]
+    def _class_log_probs(self, x: Tensor, heads: Sequence[str], sigma,
+                         args: Sequence[Tensor | None] | None = None) -> list[Tensor]:
+        """``log p(c | x, σ)`` ``[B]`` for each concept head (one classifier pass per factor;
+        a parametric head's window classifier at its arguments)."""
+        args = list(args) if args is not None else [None] * len(heads)
+        factors = [self._value(h)[0] for h in heads if h not in self.config.parametric]
+        log_probs = self.factor_log_probs(x, list(dict.fromkeys(factors)), sigma=sigma) \
+            if factors else {}
+        out = []
+        for name, a in zip(heads, args):
+            if name in self.config.parametric:
+                if a is None:
+                    raise ValueError(f"parametric head {name!r} needs arguments")
+                out.append(nn.functional.logsigmoid(self.local_logits(x, name, a,
+                                                                      sigma=sigma)))
+            else:
+                f, j = self._value(name)
+                out.append(log_probs[f][:, j])
+        return out
 
     def _value(self, name: str) -> tuple[str, int]:
         try:
@@ -387,11 +419,14 @@ class DiffusionModel(ConfigHints, nn.Module):
         guided model the concept columns are ``log p(c | view(x), σ)`` (classifier heads,
         ``E_c = E_0 − log p``) and only the base column needs the energy form."""
         if self.guided:
-            concepts = [h for h in heads if h != self.base_name]
-            columns = dict(zip(concepts, self._class_log_probs(x, concepts, sigma)))
-            if len(concepts) < len(heads):
-                columns[self.base_name] = self.concept_energies_base(x, sigma)
-            return torch.stack([columns[h] for h in heads], dim=1)
+            args = list(args) if args is not None else [None] * len(heads)
+            keep = [k for k, h in enumerate(heads) if h != self.base_name]
+            columns = dict(zip(keep, self._class_log_probs(x, [heads[k] for k in keep], sigma,
+                                                           [args[k] for k in keep])))
+            for k, h in enumerate(heads):
+                if h == self.base_name:
+                    columns[k] = self.concept_energies_base(x, sigma)
+            return torch.stack([columns[k] for k in range(len(heads))], dim=1)
         if not self.energy_form:
             raise RuntimeError("this model was trained with parameterization='score' and gives "
                                "scores only (concept_scores); train with --parameterization "
@@ -415,14 +450,17 @@ class DiffusionModel(ConfigHints, nn.Module):
         model's concept ``c``: the base score plus ``∇_x log p(c | view(x), σ)``)."""
         if self.guided and any(h != self.base_name for h in heads):
             base = self.concept_scores(x, [self.base_name], sigma=sigma)[:, 0]
-            concepts = [h for h in heads if h != self.base_name]
-            columns = {self.base_name: base}
+            args = list(args) if args is not None else [None] * len(heads)
+            keep = [k for k, h in enumerate(heads) if h != self.base_name]
+            columns = {k: base for k, h in enumerate(heads) if h == self.base_name}
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                for name, log_p in zip(concepts, self._class_log_probs(xg, concepts, sigma)):
+                log_ps = self._class_log_probs(xg, [heads[k] for k in keep], sigma,
+                                               [args[k] for k in keep])
+                for k, log_p in zip(keep, log_ps):
                     (g,) = torch.autograd.grad(log_p.sum(), xg, retain_graph=True)
-                    columns[name] = base + g
-            return torch.stack([columns[h] for h in heads], dim=1)
+                    columns[k] = base + g
+            return torch.stack([columns[k] for k in range(len(heads))], dim=1)
         xs, rows, a, s = self._batched(x, heads, args, sigma)
         if self.energy_form:
             d = self.denoise_for(xs, rows, a, s)

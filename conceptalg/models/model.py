@@ -105,9 +105,11 @@ class ModelConfig:
             self.bounds = (float(self.bounds[0]), float(self.bounds[1]))
         if self.heads not in HEAD_KINDS:
             raise ValueError(f"heads must be one of {HEAD_KINDS}, got {self.heads!r}")
-        if self.parametric and self.heads != "film":
+        if self.parametric and self.heads != "film" and not (
+                self.heads == "classifier" and self.objective == "dsm"):
             raise ValueError(f"parametric concepts {sorted(self.parametric)} need heads='film' "
-                             f"(a linear or classifier head cannot take arguments)")
+                             f"(a linear head, or a classifier head of contrastive divergence, "
+                             f"cannot take arguments)")
         if not self.factors and not self.parametric:
             raise ValueError("a model needs at least one factor or parametric concept")
         for f, values in self.factors.items():
@@ -171,9 +173,9 @@ class ModelConfig:
             raise ValueError(f"objective='dsm' conditions one network on the concept (heads="
                              f"'film') or guides an unconditional one with noise-aware "
                              f"classifiers (heads='classifier'); got heads={self.heads!r}")
-        if self.heads == "classifier" and self.parametric:
-            raise ValueError(f"classifier heads take no parametric concepts "
-                             f"({sorted(self.parametric)}); use heads='film'")
+        if self.heads == "classifier" and any(n != 2 for n in self.parametric.values()):
+            raise ValueError(f"classifier heads of parametric concepts read a window around a "
+                             f"position (two arguments); got {self.parametric}")
         if self.backbone not in ("unet", "mlp"):
             raise ValueError(f"objective='dsm' needs backbone 'unet' (images) or 'mlp' "
                              f"(vectors), got {self.backbone!r}")

@@ -1,5 +1,10 @@
 """Noise-aware classifiers over factor views: the heads of a guided diffusion model.
 
+Parametric concepts of a position (``at(x, y)``) get a :class:`WindowClassifier`: a binary
+classifier of "the concept holds at this point" that reads only a window of the image around
+the point — local by construction, so a composition of several points guides each object by
+its own pixels (local conditional scores, Bradley et al. 2025).
+
 For each factor ``f`` a softmax classifier ``p(v | view_f(x̃), σ)`` of noisy data
 ``x̃ = x + σ ε`` (design §6, classifier guidance): the factor's view trunk
 (:mod:`.views`) reads the preconditioned input ``c_in (x̃ − μ)`` with the noise level as
@@ -20,9 +25,10 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .backbones import ConvTrunk
 from .views import build_view_trunk
 
-__all__ = ["NoisyClassifiers", "CLASSIFIER_DEFAULTS"]
+__all__ = ["NoisyClassifiers", "WindowClassifier", "CLASSIFIER_DEFAULTS", "WINDOW_DEFAULTS"]
 
 #: the view trunks' default size (a conv trunk of width 32: 3 stages of 32/64/64 channels)
 CLASSIFIER_DEFAULTS = {"width": 32, "blocks": (1, 2, 2)}
@@ -90,3 +96,50 @@ class NoisyClassifiers(nn.Module):
 def _key(view: str) -> str:
     """A ModuleDict key for a view name (no dots)."""
     return view.replace(".", "_").replace(":", "_")
+
+
+#: window heads: the window's side (a fraction of the image width), its resampled size in
+#: pixels, the conv trunk's width, and the radius within which a concept holds at a point
+WINDOW_DEFAULTS = {"window": 0.5, "size": 16, "width": 16, "radius": 0.1}
+
+
+class WindowClassifier(nn.Module):
+    """``logit P(c(p) | window(x̃, p), σ)`` ``[B]`` for a concept of a position ``p = (x, y)``
+    in ``[0, 1]²`` (origin top-left, x to the right): the window of side ``window`` (a fraction
+    of the width) centred at ``p``, resampled to ``size × size`` pixels (bilinear, zeros
+    outside the image), read by a small conv trunk with the noise level as scale and shift.
+
+    Example:
+        >>> head = WindowClassifier(3, dim=16, width=4)
+        >>> head(torch.rand(2, 3, 32, 32), torch.tensor([[0.3, 0.3], [0.9, 0.1]]),
+        ...      torch.zeros(2, 16)).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, in_channels: int, *, dim: int, window: float = 0.5, size: int = 16,
+                 width: int = 16, radius: float = 0.1) -> None:
+        super().__init__()
+        self.window, self.size, self.radius = float(window), int(size), float(radius)
+        self.trunk = ConvTrunk(in_channels, width=width, blocks=(1, 2), spectral_norm=False)
+        self.films = nn.ModuleList(nn.Linear(dim, n) for n in self.trunk.film_sizes)
+        for layer in self.films:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        features = self.trunk.out_features
+        self.head = nn.Sequential(nn.Linear(features + dim, features), nn.SiLU(),
+                                  nn.Linear(features, 1))
+        offsets = torch.linspace(-1, 1, self.size) * self.window   # grid_sample's [-1, 1] units
+        gy, gx = torch.meshgrid(offsets, offsets, indexing="ij")
+        self.register_buffer("grid", torch.stack([gx, gy], -1), persistent=False)  # [S, S, 2]
+
+    def crop(self, u: Tensor, point: Tensor) -> Tensor:
+        """The windows ``[B, C, S, S]`` of ``u[B, C, H, W]`` around ``point[B, 2]``."""
+        centre = (2 * point.to(u.dtype) - 1)[:, None, None, :]             # [B, 1, 1, 2]
+        grid = self.grid.to(u.dtype) + centre                              # [B, S, S, 2]
+        return nn.functional.grid_sample(u, grid, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False)
+
+    def forward(self, u: Tensor, point: Tensor, emb: Tensor) -> Tensor:
+        conditions = [layer(emb) for layer in self.films]
+        h = self.trunk(self.crop(u, point), conditions)                    # [B, F]
+        return self.head(torch.cat([h, emb], dim=1))[:, 0]                 # [B]

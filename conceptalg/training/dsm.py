@@ -227,13 +227,16 @@ class DSMTrainer:
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self._choices = ConceptChoices(data, self.online.index)
         self._members = self._concept_members() if cfg.reference_batch else None
-        self._factors = list(self.online.config.factors) if self.online.guided else []
-        if self._factors:
-            missing = [f for f in self._factors if f not in data.labels]
-            if missing:
-                raise ValueError(f"classifier heads need labels of every factor; the data has "
-                                 f"none for {missing}")
-            self._labels = torch.stack([data.labels[f] for f in self._factors], 1)  # [N, F]
+        guided = self.online.guided
+        self._factors = list(self.online.config.factors) if guided else []
+        self._local = list(self.online.config.parametric) if guided else []
+        missing = [f for f in self._factors if f not in data.labels] + \
+            [n for n in self._local if n not in data.parametric]
+        if missing:
+            raise ValueError(f"classifier heads need labels of every concept; the data has "
+                             f"none for {missing}")
+        self._labels = torch.stack([data.labels[f] for f in self._factors], 1) \
+            if self._factors else torch.zeros(len(data), 0, dtype=torch.long)       # [N, F]
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -295,8 +298,8 @@ class DSMTrainer:
         goal = x if target is None else target
         return (weight * (denoised - goal).square().flatten(1).mean(1)).mean()
 
-    def guided_loss(self, x: Tensor, labels: Tensor, sigma: Tensor,
-                    noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def guided_loss(self, x: Tensor, labels: Tensor, sigma: Tensor, noise: Tensor,
+                    points: dict | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of a model with classifier heads (module docstring): the base's denoising
         loss, plus per factor the cross-entropy of its known labels (``labels[B, F]``, ``-1``
         unknown) and the denoising loss of its conditional denoiser. Returns the total and its
@@ -314,23 +317,54 @@ class DSMTrainer:
             denoised = model.denoise_for(noisy, rows, None, sigma, create_graph=True)
             base = (weight * (denoised - x).square().flatten(1).mean(1)).mean()
         xg = noisy.detach().requires_grad_(True)
-        logits = model.factor_logits(xg, self._factors, sigma=sigma)
+        logits = model.factor_logits(xg, self._factors, sigma=sigma) if self._factors else {}
         ce = guide = x.new_zeros(())
         anchor = denoised.detach()
+        # (log-probability of the true label [B], the samples it trains [B], the samples
+        # whose conditional denoiser it trains [B]) per classifier
+        terms = []
         for j, f in enumerate(self._factors):
             y = labels[:, j]
             known = y >= 0                                                        # [B]
             log_p = torch.log_softmax(logits[f], 1).gather(1, y.clamp(min=0)[:, None])[:, 0]
-            log_p = torch.where(known, log_p, 0.0)                                # [B]
+            terms.append((torch.where(known, log_p, 0.0), known, known))
+        for name, (point, holds) in (points or {}).items():
+            logit = model.local_logits(xg, name, point, sigma=sigma)              # [B]
+            log_p = torch.where(holds, nn.functional.logsigmoid(logit),
+                                nn.functional.logsigmoid(-logit))
+            terms.append((log_p, torch.ones_like(holds), holds))  # guide where it holds
+        for log_p, known, positive in terms:
             ce = ce - log_p.sum() / known.sum().clamp(min=1)
             if cfg.guidance_weight > 0:
-                (grad,) = torch.autograd.grad(log_p.sum(), xg, create_graph=True)
+                masked = torch.where(positive, log_p, 0.0)
+                (grad,) = torch.autograd.grad(masked.sum(), xg, create_graph=True)
                 d_y = anchor + _view(sigma.square(), x) * grad                  # [B, ...]
-                err = (weight * (d_y - x).square().flatten(1).mean(1))[known]
-                guide = guide + err.sum() / known.sum().clamp(min=1)
+                err = (weight * (d_y - x).square().flatten(1).mean(1))[positive]
+                guide = guide + err.sum() / positive.sum().clamp(min=1)
         total = base + cfg.classifier_weight * ce + cfg.guidance_weight * guide
         return total, {"denoising loss": base.detach(), "cross-entropy": ce.detach(),
                        "guidance loss": guide.detach()}
+
+    def _query_points(self, name: str, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A query point per sample for the window head ``name`` and whether the concept holds
+        there (an object's point within the head's radius): half from the sample's own points
+        moved by up to twice the radius (positives and near misses), half uniform in
+        ``[0, 1]²``."""
+        from ..data.scenes import objects_near
+
+        args, mask = self.data.parametric[name]
+        args, mask = args[idx], mask[idx]                                 # [B, M, 2], [B, M]
+        radius = self.online.local_heads[name].radius
+        b = len(idx)
+        pick = torch.rand(mask.shape, generator=g).masked_fill(~mask, -1.0).argmax(1)
+        own = args[torch.arange(b), pick]                                 # [B, 2]
+        angle = 2 * math.pi * torch.rand(b, generator=g)
+        r = 2 * radius * torch.rand(b, generator=g).sqrt()
+        near = own + r[:, None] * torch.stack([angle.cos(), angle.sin()], 1)
+        uniform = torch.rand(b, 2, generator=g)
+        point = torch.where((torch.rand(b, generator=g) < 0.5)[:, None], near, uniform)
+        point = point.clamp(0.0, 1.0)
+        return point, objects_near(args, mask, point, radius)
 
     def _stable_targets(self, x: Tensor, head: Tensor, sigma: Tensor, noise: Tensor,
                         g: torch.Generator) -> Tensor:
@@ -365,8 +399,10 @@ class DSMTrainer:
         if self._members is not None:
             target = self._stable_targets(x, head, sigma, noise, g)
         to = self.device
-        if self._factors:  # classifier heads: every factor's label instead of one concept
-            return x.to(to), self._labels[idx].to(to), sigma.to(to), noise.to(to)
+        if self.online.guided:  # classifier heads: every factor's label, and query points
+            points = {name: [t.to(to) for t in self._query_points(name, idx, g)]
+                      for name in self._local}
+            return x.to(to), self._labels[idx].to(to), sigma.to(to), noise.to(to), points
         return (x.to(to), head.to(to), None if args is None else args.to(to),
                 sigma.to(to), noise.to(to), None if target is None else target.to(to))
 
@@ -375,7 +411,7 @@ class DSMTrainer:
         cfg = self.config
         self.online.train()
         parts: dict[str, Tensor] = {}
-        if self._factors:
+        if self.online.guided:
             loss, parts = self.guided_loss(*self._batch())
         else:
             loss = self.loss(*self._batch())
