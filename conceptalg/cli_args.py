@@ -106,6 +106,22 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def unit_fraction(text: str) -> float:
+    """A number in [0, 1] (a fraction of samples).
+
+    Example:
+        >>> unit_fraction("0.5")
+        0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
+    return value
+
+
 def sigma_list(text: str) -> list[float]:
     """``"10,1,0.1"`` → ``[10.0, 1.0, 0.1]``: noise levels > 0, non-increasing (the sampler's
     own check, :func:`conceptalg.sampling.anneal.check_sigmas`, run here on the text).

@@ -13,7 +13,7 @@ import argparse
 
 from .cli_args import (UsageError, check_device, check_file, check_folder, check_run_dir,
                        holdout_pairs, non_negative_float, positive_float, positive_int,
-                       set_threads)
+                       set_threads, unit_fraction)
 from .cli_args import err as _err
 from .cli_args import out as _out
 
@@ -53,6 +53,16 @@ def _check_train_args(args: argparse.Namespace) -> None:
         if args.resume:
             raise UsageError("--base starts a new run; --resume continues one (drop --base)")
         check_folder(args.base, "--base", "the trained model (a run or export directory)")
+    dsm_only = [name for name, value in (("--augment", args.augment),
+                                         ("--base-fraction", args.base_fraction),
+                                         ("--init", args.init)) if value is not None]
+    if dsm_only and args.objective != "dsm":
+        raise UsageError(f"{dsm_only[0]} applies to --objective dsm")
+    if args.init is not None:
+        if args.base is not None or args.resume:
+            raise UsageError("--init starts a new run from a trained model; drop --base and "
+                             "--resume")
+        check_folder(args.init, "--init", "the trained model (a run or export directory)")
     check_device(args.device)
     check_run_dir(args.out, resume=args.resume)
     builtin = args.data in ("toy2d", "shapes", "scenes", "digits")
@@ -82,15 +92,15 @@ def _check_train_args(args: argparse.Namespace) -> None:
                 raise UsageError(f"--holdout: {e}") from None
 
 
-def _base_model(path: str):
-    """The trained diffusion model whose base ``--base`` names (film heads)."""
+def _base_model(path: str, option: str):
+    """The trained diffusion model (film heads) that ``--base`` or ``--init`` names."""
     from . import load
     from .models import DiffusionModel
 
     model = load(path)
     if not isinstance(model, DiffusionModel) or model.config.heads != "film":
-        raise ValueError(f"--base {path}: needs a model trained with --objective dsm and film "
-                         f"heads (its base guides the new classifiers)")
+        raise ValueError(f"{option} {path}: needs a model trained with --objective dsm and film "
+                         f"heads")
     return model
 
 
@@ -187,8 +197,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     if args.guidance_weight is not None:
                         overrides["guidance_weight"] = args.guidance_weight
                     model = None
+                    if args.augment is not None:
+                        overrides["augment"] = args.augment
+                    if args.base_fraction is not None:
+                        overrides["base_fraction"] = args.base_fraction
+                    if args.init is not None:  # continue from a trained model's weights
+                        model = _base_model(args.init, "--init")
                     if args.base is not None:  # classifiers over a trained, frozen base
-                        model = _base_model(args.base).with_classifiers(args.views_parsed)
+                        model = _base_model(args.base, "--base").with_classifiers(
+                            args.views_parsed)
                         overrides["freeze_base"] = True
                     trainer = DSMTrainer(data, config=default_dsm_config(data.sample_shape,
                                                                          **overrides),
@@ -298,6 +315,13 @@ def register(sub) -> None:
     p.add_argument("--base", default=None, metavar="MODEL",
                    help="dsm --heads classifier: train only the classifiers, over the base of "
                         "this trained dsm model (frozen)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="dsm: start from this trained dsm model's weights (fine-tuning)")
+    p.add_argument("--augment", choices=("channel-permutations",), default=None,
+                   help="dsm: a declared symmetry of the data; the base trains on images with "
+                        "their colour channels permuted at random")
+    p.add_argument("--base-fraction", type=unit_fraction, default=None, metavar="P",
+                   help="dsm: the fraction of samples that train the base (default 0.2)")
     p.add_argument("--guidance-weight", type=non_negative_float, default=None, metavar="W",
                    help="dsm --heads classifier: weight of the loss that trains the "
                         "classifiers' gradients (default 10; 0: cross-entropy only)")

@@ -269,3 +269,50 @@ def test_trained_window_heads_find_objects_where_they_are():
     diff = (at_object - at_empty)[keep]
     assert diff.mean() > 5 * diff.std() / len(diff) ** 0.5, (diff.mean(), diff.std())
     assert float((diff > 0).double().mean()) > 0.8
+
+
+# --- a declared symmetry of the base; fine-tuning from a trained model ------------------------
+def test_augment_permutes_the_channels_of_the_bases_samples_only():
+    x = torch.ones(64, 3, 8, 8) * torch.tensor([0.1, 0.5, 0.9])[None, :, None, None]
+    labels = {"shape": ["a", "b"] * 32}
+    from conceptalg.training import ConceptData
+
+    data = ConceptData.from_labels(x, labels)
+    trainer = DSMTrainer(data, config=default_dsm_config((3, 8, 8), batch_size=64,
+                                                         augment="channel-permutations",
+                                                         base_fraction=0.5),
+                         parameterization="score", backbone_options={"channels": (8,)})
+    batch_x, head = trainer._batch()[:2]
+    colours = batch_x[:, :, 0, 0]                                          # [B, 3]
+    base, concept = head < 0, head >= 0
+    assert base.any() and concept.any()
+    torch.testing.assert_close(colours[concept], torch.tensor([0.1, 0.5, 0.9]).expand(
+        int(concept.sum()), 3))
+    torch.testing.assert_close(colours[base].sort(1).values,
+                               torch.tensor([0.1, 0.5, 0.9]).expand(int(base.sum()), 3))
+    assert len({tuple(c.tolist()) for c in colours[base]}) > 1  # several permutations drawn
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(augment="flips"), "augment must be one of"),
+    (dict(guidance_weight=-1.0), "guidance_weight must be a finite number >= 0"),
+], ids=["augment", "guidance-weight"])
+def test_dsm_config_rejects(changes, message):
+    with pytest.raises(ValueError, match=message):
+        default_dsm_config((3, 8, 8), **changes)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--objective", "cd", "--augment", "channel-permutations"], "--augment applies to"),
+    (["--objective", "dsm", "--init", "models/shapes", "--resume"], "--init starts a new run"),
+    (["--objective", "dsm", "--init", "no/such/model"], "--init"),
+    (["--objective", "dsm", "--base-fraction", "1.5"], "must be in [0, 1]"),
+], ids=["augment-cd", "init-resume", "init-missing", "base-fraction"])
+def test_cli_fine_tuning_options_refuse(tmp_path, capsys, argv, message):
+    try:
+        code = cli_main(["train", "--data", "shapes", "--out", str(tmp_path / "run"),
+                         "--steps", "1", *argv])
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err

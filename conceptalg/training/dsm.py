@@ -49,6 +49,8 @@ from .data import ConceptData
 __all__ = ["DSMConfig", "DSMTrainer", "default_dsm_config", "noise_statistics"]
 
 _ONLINE = "online."
+#: declared symmetries the base may be trained under (``DSMConfig.augment``)
+AUGMENTATIONS = (None, "channel-permutations")
 
 
 @dataclass
@@ -75,6 +77,11 @@ class DSMConfig:
     loss of the conditional denoiser ``D_0 + σ² ∇ log p(y | x̃, σ)`` that trains their
     gradients. ``freeze_base`` trains the classifiers only, over a base trained before
     (:meth:`~conceptalg.models.DiffusionModel.with_classifiers`).
+    ``augment="channel-permutations"`` declares the data law invariant under permutations of
+    the colour channels (true of ``shapes`` and ``scenes``, whose colours are closed under
+    them): the base (samples drawn for "no concept") trains on images with their channels
+    permuted at random, so it learns the symmetrised law; concept heads train on the data as
+    it is, since a permutation changes their labels.
     """
 
     steps: int = 7500
@@ -96,6 +103,7 @@ class DSMConfig:
     classifier_weight: float = 1.0
     guidance_weight: float = 10.0
     freeze_base: bool = False
+    augment: str | None = None
     seed: int = 0
     log_every: int = 50
 
@@ -115,6 +123,8 @@ class DSMConfig:
             raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
         if not 0 <= self.base_fraction <= 1:
             raise ValueError(f"base_fraction must be in [0, 1], got {self.base_fraction!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         for name in ("classifier_weight", "guidance_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -228,6 +238,9 @@ class DSMTrainer:
         self._choices = ConceptChoices(data, self.online.index)
         self._members = self._concept_members() if cfg.reference_batch else None
         guided = self.online.guided
+        if cfg.augment is not None and (guided or len(data.sample_shape) != 3):
+            raise ValueError("augment applies to the base of a film model on images; train the "
+                             "base so, then add classifiers (DiffusionModel.with_classifiers)")
         self._factors = list(self.online.config.factors) if guided else []
         self._local = list(self.online.config.parametric) if guided else []
         missing = [f for f in self._factors if f not in data.labels] + \
@@ -395,6 +408,10 @@ class DSMTrainer:
         sigma = sigma.clamp(min=self.online.sigma_min)  # the model's own floor (and the STF's)
         noise = torch.randn((len(idx), *data.sample_shape), generator=g)
         x = data.x[idx]
+        if cfg.augment == "channel-permutations":  # the base's samples, channels permuted
+            perm = torch.rand(len(idx), x.shape[1], generator=g).argsort(1)   # [B, C]
+            permuted = x.gather(1, perm[:, :, None, None].expand_as(x))
+            x = torch.where(_view(head < 0, x), permuted, x)
         target = None
         if self._members is not None:
             target = self._stable_targets(x, head, sigma, noise, g)
