@@ -23,8 +23,7 @@ from typing import ClassVar, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from .base import (Bounds, EnergyFn, Kernel, State, chain_view, check_positive, energy_and_grad,
-                   per_chain_sum)
+from .base import Bounds, EnergyFn, Kernel, State, chain_view, check_positive, finiteness_probe
 
 __all__ = ["Langevin", "LangevinKernel", "LangevinInfo", "State", "init"]
 
@@ -127,8 +126,8 @@ class LangevinKernel(Kernel):
             x = torch.where(self.mask, x, state.x)
         if self.bounds is not None:
             x = self.bounds.clamp(x)
-        energy, grad = energy_and_grad(self.energy_fn, x, self.mask)
-        probe = energy + per_chain_sum(grad)                              # [B]
+        energy, grad = self.evaluate(x)
+        probe = finiteness_probe(energy, grad)                            # [B]
         return State(x, energy, grad, state.step_size, state.temperature), LangevinInfo(probe)
 
 

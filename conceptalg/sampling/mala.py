@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .base import (AcceptInfo, Bounds, EnergyFn, Kernel, State, accept_step, chain_view,
-                   check_positive, energy_and_grad, per_chain_sum)
+                   check_positive, per_chain_sum)
 
 __all__ = ["MALA", "MALAKernel", "MALAInfo", "State", "init"]
 
@@ -93,12 +93,16 @@ class MALAKernel(Kernel):
         u = torch.rand(x.shape[0], generator=generator, dtype=torch.float64, device=x.device)
         return xi, u
 
-    def _coefficients(self, state: State) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _coefficients(self, state: State) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
         def compute():
-            var = (2.0 * state.temperature) * state.step_size.to(torch.float64)   # σ² = 2hT [B]
+            t = state.temperature
+            var = (2.0 * t) * state.step_size.to(torch.float64)           # σ² = 2hT [B]
             sigma = torch.sqrt(var).to(state.x.dtype)                     # [B]
+            # 1/T is None at T = 1 on the CPU (read there without a device sync): multiplying
+            # by exactly 1 changes no bit, so the step skips that tensor op
+            inv_t = None if t.device.type == "cpu" and float(t) == 1.0 else 1.0 / t
             return (chain_view(state.step_size, state.x), chain_view(sigma, state.x),
-                    0.5 / var, 1.0 / state.temperature)
+                    0.5 / var, inv_t)
         return self._cached(state, compute)
 
     def _drift(self, grad: Tensor) -> Tensor:
@@ -112,11 +116,13 @@ class MALAKernel(Kernel):
         x = state.x
         proposal = x - h * self._drift(state.grad) + sigma * xi           # [B, *shape]
         x1, inside = self._restrict(proposal, x)
-        e1, g1 = energy_and_grad(self.energy_fn, x1, self.mask)
+        e1, g1 = self.evaluate(x1)
         backward = per_chain_sum((x - x1 + h * self._drift(g1)).square(), torch.float64)
         forward = per_chain_sum(xi.square(), torch.float64)               # [B]
-        log_ratio = (state.energy.double() - e1.double()) * inv_t \
-            + 0.5 * forward - backward * inv_4ht                          # [B] float64
+        delta = state.energy.double() - e1.double()                      # [B] float64
+        if inv_t is not None:
+            delta = delta * inv_t
+        log_ratio = delta + 0.5 * forward - backward * inv_4ht            # [B] float64
         return accept_step(state, e1, g1, x1, log_ratio, torch.log(u), inside)
 
 

@@ -25,13 +25,13 @@ __all__ = ["device_dtype", "resolve_shape", "broadcasts_to", "resolve_bounds", "
 
 
 def device_dtype(energy, init, device) -> tuple[torch.device, torch.dtype]:
-    params = list(energy.parameters())[:1] if isinstance(energy, nn.Module) else []
+    first = next(energy.parameters(), None) if isinstance(energy, nn.Module) else None
     if isinstance(init, Tensor):
         ref_device, dtype = init.device, init.dtype
     elif isinstance(init, ReplayBuffer):
         ref_device, dtype = init.samples.device, init.samples.dtype
-    elif params:
-        ref_device, dtype = params[0].device, params[0].dtype
+    elif first is not None:
+        ref_device, dtype = first.device, first.dtype
     else:
         ref_device, dtype = torch.device("cpu"), torch.get_default_dtype()
     if not dtype.is_floating_point:
@@ -203,10 +203,14 @@ def _show(side) -> str:
 
 
 def resolve_temperature(temperature, steps: int, device) -> Tensor:
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+        value = float(temperature)                       # one number: checked without tensors
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"temperature must be finite and > 0 at every step, got "
+                             f"{temperature!r}")
+        return torch.tensor(value, dtype=torch.float64, device=device)
     if callable(temperature):
         values = torch.tensor([float(temperature(t)) for t in range(steps)], dtype=torch.float64)
-    elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-        values = torch.tensor(float(temperature), dtype=torch.float64)
     elif isinstance(temperature, (Sequence, Tensor)) and not isinstance(temperature, str):
         values = torch.as_tensor(temperature, dtype=torch.float64).detach().cpu()
         if values.shape != (steps,):
@@ -244,12 +248,14 @@ def sampling_mode(energy) -> Iterator[None]:
         return
     flags = [(m, m.training) for m in energy.modules()]
     saved = [(b, b._version, b.detach().clone()) for b in energy.buffers()]
-    energy.eval()
+    if any(flag for _, flag in flags):                # already all in eval mode: nothing to set
+        energy.eval()
     try:
         yield
     finally:
         for module, flag in flags:
-            module.training = flag
+            if module.training != flag:               # (nn.Module's setattr is not free)
+                module.training = flag
         with torch.no_grad():
             for buf, version, copy in saved:
                 if buf._version != version:
