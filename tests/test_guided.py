@@ -316,3 +316,20 @@ def test_cli_fine_tuning_options_refuse(tmp_path, capsys, argv, message):
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_window_model_round_trips_through_export(tmp_path):
+    data = builtin_data("scenes", n=64)
+    trainer = DSMTrainer(data, config=default_dsm_config((3, 32, 32), steps=2, batch_size=8),
+                         parameterization="score", heads="classifier",
+                         backbone_options={"channels": (8,), "window": {"width": 4}})
+    trainer.fit()
+    trainer.save(tmp_path / "run")
+    export_model(tmp_path / "run", tmp_path / "model", sampler_defaults={"guidance_scale": 7.0})
+    shipped = conceptalg.load(tmp_path / "model")
+    x, point = data.x[:3], torch.tensor([0.4, 0.6])
+    torch.testing.assert_close(shipped.local_logits(x, "at", point, sigma=0.2),
+                               trainer.model.local_logits(x, "at", point, sigma=0.2))
+    energy = conceptalg.compose("at(0.3, 0.3) & at(0.7, 0.6)", shipped)
+    assert energy.semantics == "logic" and energy.guidance_scale == 7.0
+    assert conceptalg.sample(energy, 2, seed=0).shape == (2, 3, 32, 32)
