@@ -558,8 +558,8 @@ def test_train_entry_point_returns_a_diffusion_model():
     assert isinstance(model, DiffusionModel) and model.config.parameterization == "energy"
     assert model.config.factors == {"concept": ["left", "right", "bottom", "top", "center",
                                                 "ring", "diag", "corner"]}
-    with pytest.raises(ValueError, match="objective='cd'"):
-        conceptalg.train("toy2d", objective="dsm", steps=1, n=300, heads="film")
+    with pytest.raises(ValueError, match="objective='dsm' conditions one network"):
+        conceptalg.train("toy2d", objective="dsm", steps=1, n=300, heads="linear")
     with pytest.raises(ValueError, match="needs objective='dsm'"):
         conceptalg.train("toy2d", objective="cd", steps=1, n=300, parameterization="score")
 
