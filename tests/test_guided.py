@@ -333,3 +333,14 @@ def test_window_model_round_trips_through_export(tmp_path):
     energy = conceptalg.compose("at(0.3, 0.3) & at(0.7, 0.6)", shipped)
     assert energy.semantics == "logic" and energy.guidance_scale == 7.0
     assert conceptalg.sample(energy, 2, seed=0).shape == (2, 3, 32, 32)
+
+
+def test_trainer_refuses_options_that_contradict_a_given_model():
+    data = builtin_data("shapes", n=32)
+    config = default_dsm_config((3, 32, 32), steps=1, batch_size=8)
+    model = guided_model("energy").float()
+    with pytest.raises(ValueError, match="come from the model's own config"):
+        DSMTrainer(data, model=model, config=config, parameterization="score")
+    with pytest.raises(ValueError, match="come from the model's own config"):
+        DSMTrainer(data, model=model, config=config, views={"shape": "identity",
+                                                             "color": "colour-blind"})

@@ -212,7 +212,8 @@ class DSMTrainer:
         elif views or heads != "film" or parameterization != "energy":
             given = model.config
             if (views and given.views != normalise_views(views, given.factors)) or \
-                    (heads != "film" and heads != given.heads):
+                    (heads != "film" and heads != given.heads) or \
+                    (parameterization != "energy" and parameterization != given.parameterization):
                 raise ValueError("heads=, views= and parameterization= build a new model; "
                                  "with model= they come from the model's own config")
         if not isinstance(model, DiffusionModel):
