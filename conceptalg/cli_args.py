@@ -81,13 +81,8 @@ def positive_float(text: str) -> float:
         >>> positive_float("1e-3")
         0.001
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return _number(text, "a number > 0", "a finite number > 0",
+                   lambda v: math.isfinite(v) and v > 0)
 
 
 def non_negative_float(text: str) -> float:
@@ -97,13 +92,8 @@ def non_negative_float(text: str) -> float:
         >>> non_negative_float("0")
         0.0
     """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+    return _number(text, "a number >= 0", "a finite number >= 0",
+                   lambda v: math.isfinite(v) and v >= 0)
 
 
 def unit_fraction(text: str) -> float:
@@ -113,12 +103,17 @@ def unit_fraction(text: str) -> float:
         >>> unit_fraction("0.5")
         0.5
     """
+    return _number(text, "a number in [0, 1]", "in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def _number(text: str, expected: str, rule: str, ok) -> float:
+    """``float(text)`` when ``ok`` holds for it; else argparse's error naming the rule."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
     return value
 
 

@@ -187,20 +187,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 say(f"no checkpoint in {out} yet: starting a new run")
             overrides = {k: v for k, v in dict(
                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                langevin_steps=args.langevin_steps, log_every=args.log_every).items()
+                langevin_steps=args.langevin_steps, log_every=args.log_every,
+                # dsm only (refused with cd above)
+                guidance_weight=args.guidance_weight, augment=args.augment,
+                base_fraction=args.base_fraction).items()
                 if v is not None}
             options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
                 else None
             try:
                 if dsm:
                     overrides.pop("langevin_steps", None)
-                    if args.guidance_weight is not None:
-                        overrides["guidance_weight"] = args.guidance_weight
                     model = None
-                    if args.augment is not None:
-                        overrides["augment"] = args.augment
-                    if args.base_fraction is not None:
-                        overrides["base_fraction"] = args.base_fraction
                     if args.init is not None:  # continue from a trained model's weights
                         model = _base_model(args.init, "--init")
                     if args.base is not None:  # classifiers over a trained, frozen base

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-__all__ = ["MLPTrunk", "ConvTrunk", "build_backbone", "colour_blind_conv", "STEMS"]
+__all__ = ["MLPTrunk", "ConvTrunk", "build_backbone", "colour_blind_conv", "film_layers", "STEMS"]
 
 #: input stems of :class:`ConvTrunk`
 STEMS = ("rgb", "colour-blind")
@@ -33,6 +33,24 @@ def _film(h: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
     gain, bias = condition.chunk(2, dim=1)  # [B, C] each
     shape = (h.shape[0], -1) + (1,) * (h.dim() - 2)
     return h * (1 + gain.reshape(shape)) + bias.reshape(shape)
+
+
+def film_layers(dim: int, sizes: Sequence[int]) -> nn.ModuleList:
+    """One linear map ``[B, dim] -> [B, size]`` per FiLM size, zero-initialised so that a trunk
+    starts unmodulated (gain 0, bias 0: the identity modulation).
+
+    Example:
+        >>> layers = film_layers(4, [6, 8])
+        >>> [tuple(layer(torch.ones(1, 4)).shape) for layer in layers]
+        [(1, 6), (1, 8)]
+        >>> bool((layers[0].weight == 0).all() and (layers[0].bias == 0).all())
+        True
+    """
+    layers = nn.ModuleList(nn.Linear(dim, size) for size in sizes)
+    for layer in layers:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return layers
 
 
 def colour_blind_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -225,8 +225,6 @@ class DiffusionModel(ConfigHints, nn.Module):
             window = {**WINDOW_DEFAULTS, **dict(options.get("window") or {})}
             self.local_heads = nn.ModuleDict({name: WindowClassifier(shape[0], dim=d, **window)
                                               for name in config.parametric})
-            self.value_index = {f"{f}={v}": (f, j) for f, values in config.factors.items()
-                                for j, v in enumerate(values)}
 
     # --- the network -----------------------------------------------------------------------
     def _rows(self, heads: Sequence[str]) -> list[int]:
@@ -384,16 +382,19 @@ class DiffusionModel(ConfigHints, nn.Module):
                 for f, v in self.factor_logits(x, factors, sigma=sigma).items()}
 
     def _class_log_probs(self, x: Tensor, heads: Sequence[str], sigma,
-                         args: Sequence[Tensor | None] | None = None) -> list[Tensor]:
+                         args: Sequence[Tensor | None] | None = None) -> list[Tensor | None]:
         """``log p(c | x, σ)`` ``[B]`` for each concept head (one classifier pass per factor;
-        a parametric head's window classifier at its arguments)."""
+        a parametric head's window classifier at its arguments), ``None`` for the base."""
         args = list(args) if args is not None else [None] * len(heads)
-        factors = [self._value(h)[0] for h in heads if h not in self.config.parametric]
+        factors = [self._value(h)[0] for h in heads
+                   if h != self.base_name and h not in self.config.parametric]
         log_probs = self.factor_log_probs(x, list(dict.fromkeys(factors)), sigma=sigma) \
             if factors else {}
-        out = []
+        out: list[Tensor | None] = []
         for name, a in zip(heads, args):
-            if name in self.config.parametric:
+            if name == self.base_name:
+                out.append(None)
+            elif name in self.config.parametric:
                 if a is None:
                     raise ValueError(f"parametric head {name!r} needs arguments")
                 out.append(nn.functional.logsigmoid(self.local_logits(x, name, a,
@@ -402,13 +403,6 @@ class DiffusionModel(ConfigHints, nn.Module):
                 f, j = self._value(name)
                 out.append(log_probs[f][:, j])
         return out
-
-    def _value(self, name: str) -> tuple[str, int]:
-        try:
-            return self.value_index[name]
-        except KeyError:
-            raise KeyError(f"{type(self).__name__} has no classifier head {name!r}; heads: "
-                           f"{self.head_names}") from None
 
     # --- the concept-library protocol -------------------------------------------------------
     def concept_energies(self, x: Tensor, heads: Sequence[str],
@@ -419,14 +413,9 @@ class DiffusionModel(ConfigHints, nn.Module):
         guided model the concept columns are ``log p(c | view(x), σ)`` (classifier heads,
         ``E_c = E_0 − log p``) and only the base column needs the energy form."""
         if self.guided:
-            args = list(args) if args is not None else [None] * len(heads)
-            keep = [k for k, h in enumerate(heads) if h != self.base_name]
-            columns = dict(zip(keep, self._class_log_probs(x, [heads[k] for k in keep], sigma,
-                                                           [args[k] for k in keep])))
-            for k, h in enumerate(heads):
-                if h == self.base_name:
-                    columns[k] = self.concept_energies_base(x, sigma)
-            return torch.stack([columns[k] for k in range(len(heads))], dim=1)
+            log_ps = self._class_log_probs(x, heads, sigma, args)
+            base = self.concept_energies_base(x, sigma) if None in log_ps else None
+            return torch.stack([base if c is None else c for c in log_ps], dim=1)
         if not self.energy_form:
             raise RuntimeError("this model was trained with parameterization='score' and gives "
                                "scores only (concept_scores); train with --parameterization "
@@ -450,17 +439,16 @@ class DiffusionModel(ConfigHints, nn.Module):
         model's concept ``c``: the base score plus ``∇_x log p(c | view(x), σ)``)."""
         if self.guided and any(h != self.base_name for h in heads):
             base = self.concept_scores(x, [self.base_name], sigma=sigma)[:, 0]
-            args = list(args) if args is not None else [None] * len(heads)
-            keep = [k for k, h in enumerate(heads) if h != self.base_name]
-            columns = {k: base for k, h in enumerate(heads) if h == self.base_name}
+            columns = []
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                log_ps = self._class_log_probs(xg, [heads[k] for k in keep], sigma,
-                                               [args[k] for k in keep])
-                for k, log_p in zip(keep, log_ps):
+                for log_p in self._class_log_probs(xg, heads, sigma, args):
+                    if log_p is None:
+                        columns.append(base)
+                        continue
                     (g,) = torch.autograd.grad(log_p.sum(), xg, retain_graph=True)
-                    columns[k] = base + g
-            return torch.stack([columns[k] for k in range(len(heads))], dim=1)
+                    columns.append(base + g)
+            return torch.stack(columns, dim=1)
         xs, rows, a, s = self._batched(x, heads, args, sigma)
         if self.energy_form:
             d = self.denoise_for(xs, rows, a, s)

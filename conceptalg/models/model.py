@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..sampling.settings import check_int
-from .backbones import _film, build_backbone
+from .backbones import _film, build_backbone, film_layers
 from .view_trunks import build_view_trunks, group_by_view, trunk_key, ungroup
 
 __all__ = ["ModelConfig", "ConceptModel", "ConfigHints", "BASE", "HEAD_KINDS", "OBJECTIVES",
@@ -241,8 +241,9 @@ _fourier = fourier_features
 
 
 class ConfigHints:
-    """The sampling hints every trained model reads from its :class:`ModelConfig`
-    (``sample_shape``, ``bounds``, ``sampler_defaults``), for :func:`conceptalg.sample`."""
+    """What every trained model reads from its :class:`ModelConfig`: the sampling hints
+    (``sample_shape``, ``bounds``, ``sampler_defaults``) for :func:`conceptalg.sample`, and where
+    a classifier head's value sits among its factor's values."""
 
     config: ModelConfig
 
@@ -257,6 +258,15 @@ class ConfigHints:
     @property
     def sampler_defaults(self) -> dict[str, Any]:
         return dict(self.config.sampler_defaults)
+
+    def _value(self, name: str) -> tuple[str, int]:
+        """``(factor, index of the value)`` of the classifier head ``factor=value``."""
+        factor, sep, value = name.partition("=")
+        values = self.config.factors.get(factor, []) if sep else []
+        if value not in values:
+            raise KeyError(f"{type(self).__name__} has no classifier head {name!r}; heads: "
+                           f"{self.config.concept_names}")
+        return factor, values.index(value)
 
 
 class ConceptModel(ConfigHints, nn.Module):
@@ -304,14 +314,12 @@ class ConceptModel(ConfigHints, nn.Module):
             self.arg_nets = nn.ModuleDict({
                 name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
                 for name, k in config.parametric.items()})
-            self.film = nn.ModuleList(nn.Linear(d, size) for size in self.trunk.film_sizes)
+            self.film = film_layers(d, self.trunk.film_sizes)
             self.energy = nn.Linear(features, 1)
         else:
             self.energy = nn.Linear(features, 1)  # E_0
             self.classifiers = nn.ModuleDict({
                 f: nn.Linear(features, len(values)) for f, values in config.factors.items()})
-            self.value_index = {f"{f}={v}": (f, j) for f, values in config.factors.items()
-                                for j, v in enumerate(values)}
         self.necks = nn.ModuleDict()
         self.view_film = nn.ModuleDict()
         for view in dict.fromkeys(config.views.values()):
@@ -319,13 +327,8 @@ class ConceptModel(ConfigHints, nn.Module):
             if trunk.out_features != features:
                 self.necks[key] = nn.Linear(trunk.out_features, features)
             if config.heads == "film":  # a view that takes no conditions: FiLM on its output
-                self.view_film[key] = nn.ModuleList(
-                    nn.Linear(config.embedding_dim, size)
-                    for size in trunk.film_sizes or [2 * features])
-        for layers in [getattr(self, "film", []), *self.view_film.values()]:
-            for layer in layers:  # start as the identity modulation
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+                self.view_film[key] = film_layers(config.embedding_dim,
+                                                  trunk.film_sizes or [2 * features])
         if config.init_bank:  # half precision: starting points need no more
             self.register_buffer("init_bank", torch.zeros(config.init_bank, *config.sample_shape,
                                                           dtype=torch.float16))
@@ -574,12 +577,6 @@ class ConceptModel(ConfigHints, nn.Module):
         except KeyError:
             raise KeyError(f"{type(self).__name__} has no head {name!r}; heads: "
                            f"{self.head_names}") from None
-
-    def _value(self, name: str) -> tuple[str, int]:
-        try:
-            return self.value_index[name]
-        except KeyError:
-            raise KeyError(f"no classifier head {name!r}; heads: {self.head_names}") from None
 
     def _embed(self, name: str, args: torch.Tensor | None, b: int, x: torch.Tensor):
         e = self.embedding.weight[self._row(name)].expand(b, -1)  # [B, d]

@@ -25,7 +25,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .backbones import ConvTrunk
+from .backbones import ConvTrunk, film_layers
+from .view_trunks import trunk_key as _key
 from .views import build_view_trunk
 
 __all__ = ["NoisyClassifiers", "WindowClassifier", "CLASSIFIER_DEFAULTS", "WINDOW_DEFAULTS"]
@@ -38,8 +39,8 @@ class NoisyClassifiers(nn.Module):
     """Per-factor logits ``{factor: [B, V]}`` of noisy inputs at levels ``sigma[B]``.
 
     ``factors`` maps factors to values, ``views`` factors to view names (missing: identity),
-    ``view_modules`` factors to user modules (their trunks). ``embedding`` is the noise
-    embedding ``σ[B] -> [B, d]`` shared with the denoiser's network.
+    ``view_modules`` factors to user modules (their trunks). ``forward`` takes the noise
+    embedding ``emb[B, d]`` of the classifiers' own noise-embedding network.
 
     Example:
         >>> from conceptalg.models.diffusion import _NoiseEmbedding
@@ -68,10 +69,7 @@ class NoisyClassifiers(nn.Module):
             source = view_modules.get(f, self.view_of[f])
             trunk = build_view_trunk(source, sample_shape, **options)
             self.trunks[key] = trunk
-            self.films[key] = nn.ModuleList(nn.Linear(dim, size) for size in trunk.film_sizes)
-            for layer in self.films[key]:  # start as the identity modulation
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+            self.films[key] = film_layers(dim, trunk.film_sizes)
         self.heads = nn.ModuleDict()
         for f, values in factors.items():
             features = self.trunks[_key(self.view_of[f])].out_features
@@ -91,11 +89,6 @@ class NoisyClassifiers(nn.Module):
                 features[key] = self.trunks[key](u, conditions or None)    # [B, F]
             out[f] = self.heads[f](torch.cat([features[key], emb], dim=1))  # [B, V]
         return out
-
-
-def _key(view: str) -> str:
-    """A ModuleDict key for a view name (no dots)."""
-    return view.replace(".", "_").replace(":", "_")
 
 
 #: window heads: the window's side (a fraction of the image width), its resampled size in
@@ -121,10 +114,7 @@ class WindowClassifier(nn.Module):
         super().__init__()
         self.window, self.size, self.radius = float(window), int(size), float(radius)
         self.trunk = ConvTrunk(in_channels, width=width, blocks=(1, 2), spectral_norm=False)
-        self.films = nn.ModuleList(nn.Linear(dim, n) for n in self.trunk.film_sizes)
-        for layer in self.films:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        self.films = film_layers(dim, self.trunk.film_sizes)
         features = self.trunk.out_features
         self.head = nn.Sequential(nn.Linear(features + dim, features), nn.SiLU(),
                                   nn.Linear(features, 1))

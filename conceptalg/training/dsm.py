@@ -230,9 +230,9 @@ class DSMTrainer:
             if not self.online.guided:
                 raise ValueError("freeze_base=True trains classifier heads over a trained base; "
                                  "the model has none (heads='classifier')")
-            frozen = {id(p) for p in self.online.base_parameters()}
-            params = [p for p in params if id(p) not in frozen]
-            for p in self.online.base_parameters():
+            base = self.online.base_parameters()
+            params = [p for p in params if all(p is not q for q in base)]
+            for p in base:
                 p.requires_grad_(False)
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -353,8 +353,8 @@ class DSMTrainer:
                 masked = torch.where(positive, log_p, 0.0)
                 (grad,) = torch.autograd.grad(masked.sum(), xg, create_graph=True)
                 d_y = anchor + _view(sigma.square(), x) * grad                  # [B, ...]
-                err = (weight * (d_y - x).square().flatten(1).mean(1))[positive]
-                guide = guide + err.sum() / positive.sum().clamp(min=1)
+                err = weight * (d_y - x).square().flatten(1).mean(1)              # [B]
+                guide = guide + (err * positive).sum() / positive.sum().clamp(min=1)
         total = base + cfg.classifier_weight * ce + cfg.guidance_weight * guide
         return total, {"denoising loss": base.detach(), "cross-entropy": ce.detach(),
                        "guidance loss": guide.detach()}
@@ -446,8 +446,9 @@ class DSMTrainer:
         self.optimizer.step()
         self.ema.update_parameters(self.online)
         self.step += 1
+        values = torch.stack(list(parts.values())).tolist() if parts else []  # one host sync
         return {"step": self.step, "loss": value, "grad norm": float(grad_norm),
-                **{k: float(v) for k, v in parts.items()}}
+                **dict(zip(parts, values))}
 
     def fit(self, steps: int | None = None, *, progress: bool = False,
             callback: Callable[["DSMTrainer", dict], None] | None = None) -> list[dict]:
