@@ -14,8 +14,8 @@ Example:
 
 from importlib import import_module
 
-from .errors import (CheckpointError, CompileError, ConceptAlgError, ConceptSyntaxError,
-                     SamplerError, UnknownConceptError)
+from .errors import (CheckpointError, CompileError, ConceptAlgError, ConceptArgumentError,
+                     ConceptSyntaxError, SamplerError, UnknownConceptError)
 from .expr import And, Concept, Expr, Not, Or, Weighted, concepts, simplify
 from .syntax import parse
 
@@ -38,7 +38,7 @@ __all__ = [
     "parse", "simplify", "concepts",
     "Expr", "Concept", "And", "Or", "Not", "Weighted",
     "ConceptAlgError", "ConceptSyntaxError", "UnknownConceptError", "CompileError",
-    "SamplerError", "CheckpointError",
+    "ConceptArgumentError", "SamplerError", "CheckpointError",
     *_LAZY,
 ]
 

@@ -10,8 +10,11 @@ Errors are one line, ``conceptalg <cmd>: <what is wrong and how to fix it>``, ne
 traceback. Every argument is checked before any work starts (argparse types and the checks of
 :mod:`conceptalg.cli_args`: output folders exist, a run directory is not another run's), so a
 mistake never costs a sampling or training run. Exit codes: 0 success; 1 a failure of the
-model or data (an unknown concept, a damaged checkpoint, a file that cannot be read); 2 bad
-usage or an expression that does not parse; 130 interrupted.
+model or data (an unknown concept, an expression the model cannot compose, a file that cannot
+be written); 2 bad usage: an argument that is wrong — an expression that does not parse or
+writes a concept with the wrong arguments (``at(0.3)`` for ``at(x, y)``), a checkpoint or input
+file that is missing, truncated or corrupt (:class:`~conceptalg.errors.CheckpointError`, a
+damaged picture) — which the user fixes by changing the command; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .cli_args import (UsageError, check_device, check_output_file, check_pictur
                        sigma_list)
 from .cli_args import err as _err
 from .cli_args import out as _out
-from .errors import ConceptAlgError, ConceptSyntaxError
+from .errors import CheckpointError, ConceptAlgError, ConceptArgumentError, ConceptSyntaxError
 
 #: ``--sampler`` choices (the names of ``conceptalg.sampling.SAMPLERS``; no torch import here)
 SAMPLER_NAMES = ("langevin", "mala", "hmc", "mh", "heun")
@@ -103,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ConceptSyntaxError as e:
         _err(f"{where}: syntax error at {e}")
+        return 2
+    except ConceptArgumentError as e:  # the text is wrong, as with a syntax error
+        _err(f"{where}: wrong arguments at {e}" if e.line is not None else f"{where}: {e}")
+        return 2
+    except CheckpointError as e:  # the checkpoint the command was given: missing or damaged
+        _err(f"{where}: CheckpointError: {e}")
         return 2
     except ConceptAlgError as e:
         _err(f"{where}: {type(e).__name__}: {e}")

@@ -139,6 +139,39 @@ def sigma_list(text: str) -> list[float]:
                                          f"10,1,0.1)") from None
 
 
+#: ``--net`` options of a dsm UNet and how each value is read
+NET_OPTIONS = {"decoder": ("full", "light"), "zero_init": ("true", "false"),
+               "embedding_dim": int, "noise_embedding": ("wide", "positional")}
+
+
+def net_options(text: str) -> dict:
+    """``KEY=VALUE,...`` → backbone options of a dsm network (``--net``): ``decoder`` (full,
+    light), ``zero_init`` (true, false), ``embedding_dim`` (an integer ≥ 8), ``noise_embedding``
+    (wide, positional).
+
+    Example:
+        >>> net_options("decoder=light, zero_init=false, embedding_dim=128")
+        {'decoder': 'light', 'zero_init': False, 'embedding_dim': 128}
+    """
+    out: dict = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in NET_OPTIONS:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(NET_OPTIONS)}")
+        rule = NET_OPTIONS[key]
+        if rule is int:
+            if not (value.isdigit() and int(value) >= 8):
+                raise argparse.ArgumentTypeError(f"{key}={value!r}: expected an integer >= 8")
+            out[key] = int(value)
+        elif value not in rule:
+            raise argparse.ArgumentTypeError(f"{key}={value!r}: expected one of "
+                                             f"{', '.join(rule)}")
+        else:
+            out[key] = value == "true" if key == "zero_init" else value
+    return out
+
+
 def holdout_pairs(text: str) -> str | list[tuple[str, str]]:
     """``default`` | ``none`` | ``circle:red,square:green`` → a hold-out for ``shapes`` (the
     command checks the names against the dataset before it starts).
@@ -225,6 +258,9 @@ def check_run_dir(path: str | os.PathLike, *, resume: bool, option: str = "--out
     if (path / "latest").exists() and not resume:
         raise UsageError(f"{option} {path}: already holds a training run; add --resume to "
                          f"continue it, or choose a new --out folder")
+    if resume and not (path / "latest").exists():
+        raise UsageError(f"{option} {path}: --resume found no training run to continue there "
+                         f"(no checkpoint); drop --resume to start a new run in it")
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

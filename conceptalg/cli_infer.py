@@ -6,8 +6,9 @@ some images show, read from a trained model by :func:`conceptalg.infer`.
 ``weights_only=True``, ``.safetensors`` or ``.npz``; a tensor ``[N, C, H, W]``, e.g. what
 ``conceptalg sample --save`` wrote). Every argument is checked before the model runs: the files
 exist and are of one kind, ``--csv`` can be written, the factors are the model's and the images
-have the model's size. Prints one line per image, ``name  shape=circle (0.97)  color=red
-(0.99)``; ``--probs`` adds every value's probability, ``--csv`` writes the table.
+have the model's size; a damaged IMAGE or checkpoint is a usage error (exit 2), like a missing
+one. Prints one line per image, ``name  shape=circle (0.97)  color=red (0.99)``; ``--probs``
+adds every value's probability, ``--csv`` writes the table.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _read_picture(path: Path, shape: tuple[int, ...]):
     try:
         a = np.asarray(imread(path))
     except (OSError, ValueError, SyntaxError) as e:  # Pillow reports a damaged file these ways
-        raise OSError(f"cannot read IMAGE {path}: {e}") from None
+        raise UsageError(f"cannot read IMAGE {path}: {e}") from None
     if np.issubdtype(a.dtype, np.integer):
         a = a / np.iinfo(a.dtype).max
     a = a.astype(np.float32)
@@ -159,7 +160,8 @@ def _read_tensor_file(path: Path):
             with np.load(path, allow_pickle=False) as npz:
                 data = {k: torch.from_numpy(npz[k]) for k in npz.files}
     except Exception as e:  # torch, safetensors and numpy each raise their own kinds
-        raise OSError(f"cannot read IMAGE {path}: {type(e).__name__}: {e}") from None
+        raise UsageError(f"cannot read IMAGE {path}: {type(e).__name__}: {e}; the file is "
+                         f"truncated or corrupt") from None
     if isinstance(data, torch.Tensor):
         return data
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)} \

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 from .cli_args import (UsageError, check_device, check_file, check_folder, check_run_dir,
-                       holdout_pairs, non_negative_float, positive_float, positive_int,
-                       set_threads, unit_fraction)
+                       holdout_pairs, net_options, non_negative_float, positive_float,
+                       positive_int, set_threads, unit_fraction)
 from .cli_args import err as _err
 from .cli_args import out as _out
 
@@ -55,7 +55,12 @@ def _check_train_args(args: argparse.Namespace) -> None:
         check_folder(args.base, "--base", "the trained model (a run or export directory)")
     dsm_only = [name for name, value in (("--augment", args.augment),
                                          ("--base-fraction", args.base_fraction),
-                                         ("--init", args.init)) if value is not None]
+                                         ("--init", args.init),
+                                         ("--conditioning", args.conditioning),
+                                         ("--drop-rate", args.drop_rate),
+                                         ("--normalisation", args.normalisation),
+                                         ("--ema-schedule", args.ema_schedule),
+                                         ("--net", args.net)) if value is not None]
     if dsm_only and args.objective != "dsm":
         raise UsageError(f"{dsm_only[0]} applies to --objective dsm")
     if args.init is not None:
@@ -80,6 +85,10 @@ def _check_train_args(args: argparse.Namespace) -> None:
             if args.data != "folder":
                 raise UsageError("--csv applies to --data folder (CelebA has its own files)")
             check_file(args.csv, "--csv", "the attribute CSV (filename,attr1,...)")
+    if args.augment is not None and args.data == "shapes" and args.holdout != "none":
+        raise UsageError("--augment channel-permutations would show the model held-out pairs "
+                         "(a green circle with its channels permuted is a red circle); drop "
+                         "--augment, or train with --holdout none")
     if args.holdout != "default":
         if args.data != "shapes":
             raise UsageError(f"--holdout applies to --data shapes, not {args.data}")
@@ -111,7 +120,10 @@ def _training_data(args: argparse.Namespace):
         holdout = args.holdout
         if args.data == "shapes" and holdout == "none":
             holdout = None
-        return builtin_data(args.data, n=args.n, seed=args.seed, holdout=holdout)
+        from .training.data import PROCEDURAL_DATA
+
+        n = args.n if args.data in PROCEDURAL_DATA else (args.n or 20_000)
+        return builtin_data(args.data, n=n, seed=args.seed, holdout=holdout)
     import torch
 
     from .data.attributes import load_attribute_folder, load_celeba
@@ -126,7 +138,7 @@ def _training_data(args: argparse.Namespace):
     except FileNotFoundError as e:  # the loaders name the file they looked for
         raise UsageError(f"{e}; check --root{' and --csv' if args.data == 'folder' else ''}") \
             from None
-    n = min(len(dataset), args.n)
+    n = min(len(dataset), args.n or 20_000)
     images, values = zip(*(dataset[i] for i in range(n)))
     x, values = torch.stack(images), torch.stack(values)                 # [N, 3, R, R], [N, A]
     names = dataset.table.names
@@ -183,14 +195,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 trainer = Trainer.resume(out, data, device=device, steps=args.steps)
             say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
         else:
-            if args.resume:
-                say(f"no checkpoint in {out} yet: starting a new run")
             overrides = {k: v for k, v in dict(
                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                 langevin_steps=args.langevin_steps, log_every=args.log_every,
                 # dsm only (refused with cd above)
                 guidance_weight=args.guidance_weight, augment=args.augment,
-                base_fraction=args.base_fraction).items()
+                base_fraction=args.base_fraction, conditioning=args.conditioning,
+                drop_rate=args.drop_rate, normalisation=args.normalisation,
+                ema_schedule=args.ema_schedule).items()
                 if v is not None}
             options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
                 else None
@@ -208,7 +220,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                                                          **overrides),
                                          model=model, device=device, heads=args.heads,
                                          views=args.views_parsed,
-                                         parameterization=args.parameterization)
+                                         parameterization=args.parameterization,
+                                         backbone_options=args.net)
                 else:
                     config = default_train_config(data.sample_shape, **overrides)
                     trainer = Trainer(data, config=config, heads=args.heads, device=device,
@@ -326,8 +339,23 @@ def register(sub) -> None:
                    help="shapes: 'default', 'none' or 'circle:red,square:green'")
     p.add_argument("--steps", type=positive_int, default=None, help="training iterations")
     # --num-samples: under torchrun, `--n` is an ambiguous abbreviation of torchrun's own options
-    p.add_argument("--n", "--num-samples", dest="n", type=positive_int, default=20_000,
-                   help="number of training samples")
+    p.add_argument("--n", "--num-samples", dest="n", type=positive_int, default=None,
+                   help="a fixed set of N training samples; by default generated data (toy2d, "
+                        "shapes, scenes) streams fresh samples for every batch, and folders "
+                        "load up to 20000")
+    p.add_argument("--conditioning", choices=("one", "complete"), default=None,
+                   help="dsm: condition each sample on one concept that holds for it, or on "
+                        "all its factors at once, each dropped with --drop-rate")
+    p.add_argument("--drop-rate", type=unit_fraction, default=None, metavar="P",
+                   help="dsm --conditioning complete: each factor's drop probability (0.2)")
+    p.add_argument("--normalisation", choices=("measured", "bounds"), default=None,
+                   help="dsm: centre and scale of the EDM preconditioning: the data's own mean "
+                        "and deviation, or the middle and a quarter of its bounds")
+    p.add_argument("--ema-schedule", choices=("rampup", "warmup"), default=None,
+                   help="dsm: the weight average's warm-up")
+    p.add_argument("--net", type=net_options, default=None, metavar="KEY=VALUE,...",
+                   help="dsm image network: decoder=full|light, zero_init=true|false, "
+                        "embedding_dim=N, noise_embedding=wide|positional")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--langevin-steps", type=positive_int, default=None)

@@ -124,8 +124,10 @@ class Head:
     is the name passed to ``concept_energies``; ``concept_scores`` of a
     :class:`ConceptScoreModel` for ``kind="score"``). ``kind`` is one of :data:`KINDS`;
     ``parametric`` is ``None`` when the library does not know (plain dicts: decided by the
-    expression). Heads compare by identity: two spellings that resolve to the same head are one
-    leaf.
+    expression). A parametric head may declare its number of arguments, ``arity``, and a
+    closed range ``arg_range = (low, high)`` that every argument must lie in (``None``: not
+    declared, not checked). Heads compare by identity: two spellings that resolve to the same
+    head are one leaf.
 
     Example:
         >>> from conceptalg.library import ConceptLibrary
@@ -141,6 +143,8 @@ class Head:
     kind: str = "energy"
     parametric: bool | None = False
     temperature: float = 1.0
+    arity: int | None = None
+    arg_range: tuple[float, float] | None = None
 
     @property
     def key(self) -> str:
@@ -208,6 +212,33 @@ def _check_temperature(value: object, what: str) -> float:
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature of {what} must be finite and > 0, got {t!r}")
     return t
+
+
+def _check_arity(value: object, what: str) -> int | None:
+    """A declared number of arguments: ``None`` or an integer ≥ 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"the number of arguments of {what} must be an integer ≥ 1, "
+                         f"got {value!r}")
+    return value
+
+
+def _check_arg_range(value: object, what: str) -> tuple[float, float] | None:
+    """A declared argument range: ``None`` or ``(low, high)``, numbers (±inf allowed), low ≤ high."""
+    if value is None:
+        return None
+    try:
+        low, high = value  # type: ignore[misc]
+        if any(isinstance(v, (bool, str)) for v in (low, high)):
+            raise TypeError
+        low, high = float(low), float(high)
+    except (TypeError, ValueError):
+        raise ValueError(f"the argument range of {what} must be a pair (low, high) of numbers, "
+                         f"got {value!r}") from None
+    if math.isnan(low) or math.isnan(high) or low > high:
+        raise ValueError(f"the argument range of {what} must have low ≤ high, got {value!r}")
+    return low, high
 
 
 def _check_kind(kind: str, temperature: float, what: str) -> None:

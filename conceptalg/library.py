@@ -12,6 +12,12 @@ Names: ``red`` (bare), ``color=red`` (value ``red`` of factor ``color``), and pa
 concepts such as ``at``, written ``at(0.3, 0.7)`` in expressions. A bare name resolves to the
 unfactored concept of that name if there is one, else to the single factor that has it; if
 several factors have it, resolution is an ambiguity error listing the qualified spellings.
+A parametric concept may declare its number of arguments (``arity``) and a range every
+argument must lie in (``arg_range``); an expression that breaks either, writes a parametric
+concept without arguments or gives arguments to a concept that takes none is a
+:class:`~conceptalg.errors.ConceptArgumentError` at ``compose`` (with a caret under the concept
+or the argument when the expression is text). A trained model's ``config.parametric`` (name →
+number of arguments) declares the arities of its heads.
 
 Two ways to compute energies:
 
@@ -45,13 +51,14 @@ compose wherever the composed energy is linear in its concepts (AND, NOT, weight
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .errors import CompileError, UnknownConceptError
-from .expr import Concept
+from .errors import ConceptArgumentError, UnknownConceptError
+from .expr import Concept, format_number
 from .heads import (KINDS, ConceptEnergyModel, ConceptScoreModel, ConceptSource, Head, _as_concept,
-                    _check_kind, _check_temperature, _join, _split_key, accepts_sigma,
-                    unknown_concept_message)
+                    _check_arg_range, _check_arity, _check_kind, _check_temperature, _join,
+                    _split_key, accepts_sigma, unknown_concept_message)
 
 __all__ = ["ConceptLibrary", "ConceptEnergyModel", "ConceptScoreModel", "ConceptSource", "Head",
            "as_library", "accepts_sigma", "KINDS", "SAMPLING_HINTS", "COMPOSE_HINTS"]
@@ -144,9 +151,12 @@ class ConceptLibrary:
     # --- building --------------------------------------------------------------------------
     def add(self, name: str, fn: Callable, *, factor: str | None = None,
             parametric: bool | None = False, kind: str = "energy",
-            temperature: float = 1.0) -> "ConceptLibrary":
+            temperature: float = 1.0, arity: int | None = None,
+            arg_range: tuple[float, float] | None = None) -> "ConceptLibrary":
         """Register one concept computed by ``fn`` (``fn(x) -> E[B]``, or ``fn(x, args)`` when
         parametric, ``args`` ``[B, n_args]``). ``name`` may be qualified (``"color=red"``).
+        ``arity`` (the number of arguments) and ``arg_range`` (``(low, high)``, closed, for
+        every argument) declare a parametric concept and are checked at ``compose``.
         ``kind="log_prob"``: ``fn`` returns ``log p(c|x)`` and ``E_c = E_0 − log p(c|x)``
         (needs a base). A function that takes ``sigma`` is σ-aware (module docstring). Score
         heads come from models (:meth:`add_model` with ``kind="score"``). Returns the library,
@@ -154,9 +164,13 @@ class ConceptLibrary:
 
         Example:
             >>> at = lambda x, args: (x - args).pow(2).sum(-1)
-            >>> lib = ConceptLibrary().add("at", at, parametric=True)
+            >>> lib = ConceptLibrary().add("at", at, arity=2, arg_range=(0, 1))
             >>> lib.resolve("at(0.5, 0.5)").spelling
             'at(...)'
+            >>> lib.resolve("at(0.5)")
+            Traceback (most recent call last):
+              ...
+            conceptalg.errors.ConceptArgumentError: `at` takes 2 arguments, got 1 in `at(0.5)`; write e.g. `at(0.5, 0.5)`
         """
         if not callable(fn):
             raise TypeError(f"the energy of {name!r} must be callable, got {type(fn).__name__}")
@@ -167,20 +181,27 @@ class ConceptLibrary:
             raise ValueError(f"{name!r}: a function registered with add() gives an energy; score "
                              f"heads come from a model with concept_scores: "
                              f"add_model(model, heads, kind='score')")
-        self._insert(Head(name, factor, fn, None, kind, parametric, t))
+        arity, arg_range = _check_arity(arity, repr(name)), _check_arg_range(arg_range, repr(name))
+        if arity is not None or arg_range is not None:
+            parametric = True                      # a declared signature makes it parametric
+        self._insert(Head(name, factor, fn, None, kind, parametric, t, arity, arg_range))
         return self
 
     def add_model(self, model: ConceptEnergyModel,
                   heads: Mapping[str, str | None] | Sequence[str], *, kind: str = "energy",
-                  parametric: Sequence[str] = (),
-                  temperature: float | Mapping[str, float] = 1.0) -> "ConceptLibrary":
+                  parametric: Sequence[str] | Mapping[str, int] = (),
+                  temperature: float | Mapping[str, float] = 1.0,
+                  arg_ranges: Mapping[str, tuple[float, float]] | None = None,
+                  ) -> "ConceptLibrary":
         """Register several heads computed by one ``model`` in one batched call
         (:class:`ConceptEnergyModel`). ``heads`` is a list of head names (``"red"`` or
         ``"color=red"``) or a mapping head name → factor (``None`` for none); the model receives
-        the names exactly as given here. ``parametric`` lists parametric heads; ``temperature``
-        is one number or a mapping head name → temperature. ``kind="score"``: the model gives
-        only scores, through ``concept_scores`` (:class:`ConceptScoreModel`). Returns the
-        library.
+        the names exactly as given here. ``parametric`` lists parametric heads, or maps them to
+        their numbers of arguments (``{"at": 2}``); given as names, their numbers come from
+        the model's ``config.parametric`` when it has one. ``arg_ranges`` maps parametric heads
+        to the range ``(low, high)`` of their arguments. ``temperature`` is one number or a
+        mapping head name → temperature. ``kind="score"``: the model gives only scores, through
+        ``concept_scores`` (:class:`ConceptScoreModel`). Returns the library.
         """
         method = "concept_scores" if kind == "score" else "concept_energies"
         if not callable(getattr(model, method, None)):
@@ -192,18 +213,30 @@ class ConceptLibrary:
                             f"got the string {heads!r}")
         items = heads.items() if isinstance(heads, Mapping) else [(h, None) for h in heads]
         temps = temperature if isinstance(temperature, Mapping) else None
-        parametric = set(parametric)
+        if isinstance(parametric, str):
+            raise TypeError(f"parametric must be a list of head names or a mapping name -> "
+                            f"number of arguments, got the string {parametric!r}")
+        declared = _declared_arities(model)
+        arities = dict(parametric) if isinstance(parametric, Mapping) else \
+            {name: declared.get(name) for name in parametric}
+        ranges = dict(arg_ranges or {})
         new = []
         for head_name, factor in items:
             f, name = _split_key(head_name, factor)
             t = _check_temperature(temps.get(head_name, 1.0) if temps is not None else temperature,
                                    repr(head_name))
             _check_kind(kind, t, repr(head_name))
-            new.append(Head(name, f, model, head_name, kind, head_name in parametric, t))
-        unknown = parametric - {h.head for h in new}
-        if unknown or (temps is not None and set(temps) - {h.head for h in new}):
-            extra = sorted(unknown | (set(temps or ()) - {h.head for h in new}))
-            raise ValueError(f"parametric/temperature name heads that were not given: {extra}")
+            new.append(Head(name, f, model, head_name, kind, head_name in arities, t,
+                            _check_arity(arities.get(head_name), repr(head_name)),
+                            _check_arg_range(ranges.get(head_name), repr(head_name))))
+        given = {h.head for h in new}
+        extra = sorted((set(arities) | set(temps or ()) | set(ranges)) - given)
+        if extra:
+            raise ValueError(f"parametric/temperature/arg_ranges name heads that were not "
+                             f"given: {extra}")
+        if set(ranges) - set(arities):
+            raise ValueError(f"arg_ranges names heads that are not parametric: "
+                             f"{sorted(set(ranges) - set(arities))}; list them in parametric")
         for h in new:
             self._insert(h)
         return self
@@ -308,8 +341,9 @@ class ConceptLibrary:
         """The :class:`Head` that computes ``concept`` (a :class:`Concept` or its text).
 
         Raises :class:`UnknownConceptError` for an unknown or ambiguous name (with the known
-        names and a did-you-mean) and :class:`CompileError` when arguments are given to a
-        concept that takes none, or missing for a parametric one.
+        names and a did-you-mean) and :class:`~conceptalg.errors.ConceptArgumentError` when
+        arguments are given to a concept that takes none, missing for a parametric one, or do
+        not fit its declared number and range (module docstring).
 
         Example:
             >>> lib = ConceptLibrary({"color=red": abs, "tone=red": abs})
@@ -320,12 +354,7 @@ class ConceptLibrary:
         """
         c = _as_concept(concept)
         head = self._lookup(c)
-        if head.parametric is True and c.args is None:
-            raise CompileError(f"`{head.name}` is parametric: give its arguments, e.g. "
-                               f"`{head.name}(0.5, 0.5)`")
-        if head.parametric is False and c.args is not None:
-            raise CompileError(f"`{head.key}` takes no arguments; write "
-                               f"`{Concept(c.name, head.factor)}`")
+        _check_arguments(head, c)
         return head
 
     def _lookup(self, c: Concept) -> Head:
@@ -406,6 +435,51 @@ class ConceptLibrary:
         except (LookupError, ValueError, TypeError):
             return False
         return True
+
+
+def _check_arguments(head: Head, c: Concept) -> None:
+    """Raise :class:`ConceptArgumentError` when ``c``'s arguments do not fit ``head``: none for
+    a parametric head, some for one that takes none, a count other than its arity, or one
+    outside its range (``argument`` names which)."""
+    if head.parametric is False:
+        if c.args is not None:
+            raise ConceptArgumentError(f"`{head.key}` takes no arguments; write "
+                                       f"`{Concept(c.name, head.factor)}`")
+        return
+    n = head.arity
+    middle = 0.5 if head.arg_range is None else _middle(head.arg_range)
+    example = f"`{Concept(head.name, args=(middle,) * (n or 2))}`"
+    if c.args is None:
+        if head.parametric is True:
+            count = f" ({n} number{'s' if n != 1 else ''})" if n is not None else ""
+            raise ConceptArgumentError(f"`{head.name}` is parametric: give its arguments"
+                                       f"{count}, e.g. {example}")
+        return
+    if n is not None and len(c.args) != n:
+        raise ConceptArgumentError(f"`{head.name}` takes {n} argument{'s' if n != 1 else ''}, "
+                                   f"got {len(c.args)} in `{c}`; write e.g. {example}")
+    if head.arg_range is not None:
+        low, high = head.arg_range
+        for i, a in enumerate(c.args):
+            if not low <= a <= high:
+                raise ConceptArgumentError(
+                    f"argument {i + 1} of `{c}` is {format_number(a)}, outside the range "
+                    f"[{format_number(low)}, {format_number(high)}] that `{head.name}` "
+                    f"declares", argument=i)
+
+
+def _middle(arg_range: tuple[float, float]) -> float:
+    """A point of ``arg_range`` for examples: its midpoint, else its finite end, else 0."""
+    low, high = arg_range
+    if math.isfinite(low) and math.isfinite(high):
+        return (low + high) / 2
+    return low if math.isfinite(low) else high if math.isfinite(high) else 0.0
+
+
+def _declared_arities(model: Any) -> dict[str, int]:
+    """The numbers of arguments a trained model declares, ``config.parametric`` (name → n)."""
+    declared = getattr(getattr(model, "config", None), "parametric", None)
+    return dict(declared) if isinstance(declared, Mapping) else {}
 
 
 def _heads_of(library: Any) -> list[Head]:

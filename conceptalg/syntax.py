@@ -311,11 +311,48 @@ def _context(text: str, pos: int) -> str:
     return f"  {prefix}{shown}{suffix}\n  {' ' * (len(prefix) + pos - lo)}^"
 
 
-def _error(text: str, pos: int, message: str) -> ConceptSyntaxError:
+def error_position(text: str, pos: int) -> dict:
+    """Where an error at character ``pos`` of ``text`` is: the keywords ``text``, ``line``,
+    ``column`` (1-based, in code points) and ``context`` (the line with a caret) that
+    :class:`ConceptSyntaxError` and :class:`~conceptalg.errors.ConceptArgumentError` take.
+
+    Example:
+        >>> where = error_position("red & at(0.3)", 6)
+        >>> where["line"], where["column"]
+        (1, 7)
+        >>> print(where["context"])
+          red & at(0.3)
+                ^
+    """
     pos = max(0, min(pos, len(text)))
     line, column = _line_col(text, pos)
-    return ConceptSyntaxError(message, text=text, line=line, column=column,
-                              context=_context(text, pos))
+    return dict(text=text, line=line, column=column, context=_context(text, pos))
+
+
+def argument_position(text: str, span: tuple[int, int], index: int) -> int:
+    """Where argument ``index`` (0-based) of the parametric concept that ``span`` covers in
+    ``text`` starts (its sign included); the concept's start when it has no such argument.
+
+    Example:
+        >>> argument_position("red & at(0.3, -2)", (6, 17), 1)
+        14
+    """
+    start, end = span
+    k, opens_argument = 0, False
+    for tok in _lexer().lex(text[start:end]):
+        if tok.type in ("LPAR", "COMMA"):
+            opens_argument = True
+            continue
+        if opens_argument:
+            if k == index:
+                return start + tok.start_pos
+            k += 1
+        opens_argument = False
+    return start
+
+
+def _error(text: str, pos: int, message: str) -> ConceptSyntaxError:
+    return ConceptSyntaxError(message, **error_position(text, pos))
 
 
 def _show(value: str) -> str:

@@ -2,7 +2,8 @@
 
 Everything that can fail by name or structure fails here, before any tensor is seen: the
 semantics in force (the caller's, else the library's ``default_semantics``, else
-``"product"``) and the guidance scale ``w`` (``E = E_0 + w·D``); leaf names; OR log-weights;
+``"product"``) and the guidance scale ``w`` (``E = E_0 + w·D``); leaf names and the arguments
+of parametric concepts (placed in the expression's text with a caret); OR log-weights;
 the base ``E_0`` an expression needs; and heads that give only scores (``kind="score"``), which
 compose only where the energy is linear in its concepts — no OR, not ``semantics="logic"`` —
 except a base that gives a score under logic's classifier heads (``∇ log P`` is autograd's).
@@ -13,9 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from ..errors import CompileError, UnknownConceptError
+from ..errors import CompileError, ConceptArgumentError, UnknownConceptError
 from ..expr import Concept, Expr, as_expr, concepts
 from ..heads import Head
+from ..syntax import argument_position, error_position
 from .calls import _Leaf
 from .normalize import SEMANTICS, _NOr, _Term, _check_semantics, _normal_form
 
@@ -89,13 +91,17 @@ def base_head(base: Any) -> Head:
     return Head("base", None, base)
 
 
-def resolve_leaves(expr: Expr, library: Any) -> tuple[list[_Leaf], dict[Concept, int]]:
+def resolve_leaves(expr: Expr, library: Any,
+                   text: str | None = None) -> tuple[list[_Leaf], dict[Concept, int]]:
     """The distinct leaves (one per head and arguments) and each concept's leaf index; every
-    unknown name is reported at once."""
+    unknown name is reported at once. When only arguments are wrong, the first such concept
+    is a :class:`ConceptArgumentError` placed in ``text`` (the expression's source, if it was
+    text) under the concept or its offending argument."""
     leaves: list[_Leaf] = []
     index: dict[tuple, int] = {}
     leaf_of: dict[Concept, int] = {}
     problems: list[str] = []
+    misfits: list[tuple[Concept, ConceptArgumentError]] = []
     unknown = False
     for c in concepts(expr):
         try:
@@ -103,6 +109,10 @@ def resolve_leaves(expr: Expr, library: Any) -> tuple[list[_Leaf], dict[Concept,
         except UnknownConceptError as e:
             problems.append(str(e))
             unknown = True
+            continue
+        except ConceptArgumentError as e:
+            problems.append(e.message)
+            misfits.append((c, e))
             continue
         except CompileError as e:
             problems.append(str(e))
@@ -112,10 +122,21 @@ def resolve_leaves(expr: Expr, library: Any) -> tuple[list[_Leaf], dict[Concept,
             index[key] = len(leaves)
             leaves.append(_Leaf(str(c), head, c.args))
         leaf_of[c] = index[key]
+    if misfits and len(misfits) == len(problems):
+        raise _placed(*misfits[0], text) from None
     if problems:
         cls = UnknownConceptError if unknown else CompileError
         raise cls("\n".join(problems) + f"\n  in `{expr}`") from None
     return leaves, leaf_of
+
+
+def _placed(c: Concept, e: ConceptArgumentError, text: str | None) -> ConceptArgumentError:
+    """``e`` with the line, column and caret of ``c`` (or of its offending argument) in
+    ``text``; as it is when there is no text or ``c`` has no span."""
+    if text is None or c.span is None:
+        return e
+    pos = c.span[0] if e.argument is None else argument_position(text, c.span, e.argument)
+    return ConceptArgumentError(e.message, argument=e.argument, **error_position(text, pos))
 
 
 def finite_log_weight(value: Any, what: str) -> float:

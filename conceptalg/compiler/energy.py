@@ -82,7 +82,8 @@ class ComposedEnergy(nn.Module):
         nf = _normal_form(self.expr, semantics != "logic")
         self.normal_form = _to_expr(nf)
 
-        leaves, leaf_of = resolve_leaves(self.expr, self.library)
+        leaves, leaf_of = resolve_leaves(self.expr, self.library,
+                                         expr if isinstance(expr, str) else None)
         self._leaves: tuple[_Leaf, ...] = tuple(leaves)
         self.leaves = tuple(leaf.text for leaf in leaves)
         log_weights = log_weight_table(self.expr, nf, semantics, or_log_weights)
@@ -399,9 +400,12 @@ def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = 
     linear in its concepts (then only ``score`` is available).
 
     Raises :class:`UnknownConceptError` for names the library lacks (all of them, each with a
-    did-you-mean) and :class:`CompileError` for an unanchored negation without a base, a
-    semantics the library cannot support, energy values needed from a score-only head, or bad
-    arguments.
+    did-you-mean); :class:`~conceptalg.errors.ConceptArgumentError` (a :class:`CompileError`)
+    for a concept written with the wrong arguments — a parametric one with none, with a number
+    other than its library declares or one outside its declared range, or arguments to a
+    concept that takes none — with the line, column and a caret when the expression is text;
+    and :class:`CompileError` for an unanchored negation without a base, a semantics the
+    library cannot support, energy values needed from a score-only head, or bad arguments.
 
     Example:
         >>> import torch

@@ -51,18 +51,28 @@ def edm_coefficients(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, 
     return sigma_data ** 2 / s2, sigma * sigma_data / s2.sqrt(), s2.rsqrt()
 
 
+#: noise-level embeddings: ``c_noise = ln(σ)/4`` through sinusoids of these angular frequencies
+#: (``"wide"``: 100 → 0.1, the library's first choice; ``"positional"``: 1 → 10⁻⁴, the
+#: transformer's positional encoding that EDM's and the prototype's nets use)
+NOISE_EMBEDDINGS = {"wide": (100.0, 1e3), "positional": (1.0, 1e4)}
+
+
 class _NoiseEmbedding(nn.Module):
     """``c_noise = ln(σ)/4`` → sinusoidal features → MLP: ``[B] -> [B, d]``."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, kind: str = "wide") -> None:
         super().__init__()
+        if kind not in NOISE_EMBEDDINGS:
+            raise ValueError(f"noise_embedding must be one of {sorted(NOISE_EMBEDDINGS)}, "
+                             f"got {kind!r}")
+        top, span = NOISE_EMBEDDINGS[kind]
         half = dim // 2
-        self.register_buffer("freqs", torch.exp(-math.log(1e3) * torch.arange(half) / half),
+        self.register_buffer("freqs", top * torch.exp(-math.log(span) * torch.arange(half) / half),
                              persistent=False)
         self.net = nn.Sequential(nn.Linear(2 * half, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, sigma: Tensor) -> Tensor:
-        angles = (sigma.log() / 4)[:, None] * self.freqs * 100.0          # [B, d/2]
+        angles = (sigma.log() / 4)[:, None] * self.freqs                  # [B, d/2]
         return self.net(torch.cat([angles.cos(), angles.sin()], dim=1))   # [B, d]
 
 
@@ -71,9 +81,10 @@ def _groups(channels: int) -> int:
 
 
 class _ResBlock(nn.Module):
-    """GroupNorm–SiLU–conv twice, the embedding as per-channel scale and shift in between."""
+    """GroupNorm–SiLU–conv twice, the embedding as per-channel scale and shift in between;
+    ``zero_init`` starts the second convolution at zero (the block starts as its skip)."""
 
-    def __init__(self, c_in: int, c_out: int, emb: int) -> None:
+    def __init__(self, c_in: int, c_out: int, emb: int, zero_init: bool = True) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.GroupNorm(_groups(c_in), c_in), nn.GroupNorm(_groups(c_out),
                                                                                  c_out)
@@ -81,8 +92,9 @@ class _ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.film = nn.Linear(emb, 2 * c_out)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        if zero_init:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(nn.functional.silu(self.norm1(x)))                 # [B, C, H, W]
@@ -91,32 +103,58 @@ class _ResBlock(nn.Module):
         return self.skip(x) + self.conv2(nn.functional.silu(h))
 
 
+#: decoder layouts of :class:`NoiseConditionedUNet`
+DECODERS = ("full", "light")
+
+
 class NoiseConditionedUNet(nn.Module):
     """A small conv UNet ``u[B, C, H, W], emb[B, d] -> [B, C, H, W]`` (one residual block per
-    resolution, stride-2 down, nearest-neighbour up, skip connections).
+    resolution on the way down, a middle block, skip connections, nearest-neighbour up).
+
+    ``decoder="full"``: the way down keeps the channels through each stride-2 convolution and
+    lets the next block widen them; the way up has a block at every resolution, the lowest
+    included, each reading the level above concatenated with the skip. ``decoder="light"``:
+    each stride-2 convolution widens the channels; the way up narrows them with a 3×3
+    convolution *at the lower resolution* before upsampling, and has a block only at the upper
+    resolutions (fewer channels at full resolution: cheaper on a CPU).
+    ``zero_init`` starts every block's second convolution at zero.
 
     Example:
         >>> net = NoiseConditionedUNet(3, channels=(8, 16), emb=16)
         >>> net(torch.zeros(2, 3, 16, 16), torch.zeros(2, 16)).shape
         torch.Size([2, 3, 16, 16])
+        >>> light = NoiseConditionedUNet(3, channels=(8, 16), emb=16, decoder="light")
+        >>> light(torch.zeros(2, 3, 16, 16), torch.zeros(2, 16)).shape
+        torch.Size([2, 3, 16, 16])
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int] = (16, 32, 64),
-                 emb: int = 64) -> None:
+                 emb: int = 64, *, decoder: str = "full", zero_init: bool = True) -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         channels = tuple(int(c) for c in channels)
+        self.light = decoder == "light"
         self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.pool = nn.ModuleList()
         for i, c in enumerate(channels):
-            self.down.append(_ResBlock(channels[max(i - 1, 0)] if i else c, c, emb))
+            c_in = c if self.light or not i else channels[i - 1]
+            self.down.append(_ResBlock(c_in, c, emb, zero_init))
             if i + 1 < len(channels):
-                self.pool.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-        self.mid = _ResBlock(channels[-1], channels[-1], emb)
+                self.pool.append(nn.Conv2d(c, channels[i + 1] if self.light else c, 3, stride=2,
+                                           padding=1))
+        self.mid = _ResBlock(channels[-1], channels[-1], emb, zero_init)
         self.up = nn.ModuleList()
-        for i in reversed(range(len(channels))):
-            above = channels[-1] if i == len(channels) - 1 else channels[i + 1]
-            self.up.append(_ResBlock(above + channels[i], channels[i], emb))
+        self.narrow = nn.ModuleList()
+        if self.light:  # a narrowing conv at each lower level, a block at each upper one
+            for i in reversed(range(len(channels) - 1)):
+                self.narrow.append(nn.Conv2d(channels[i + 1], channels[i], 3, padding=1))
+                self.up.append(_ResBlock(2 * channels[i], channels[i], emb, zero_init))
+        else:
+            for i in reversed(range(len(channels))):
+                above = channels[-1] if i == len(channels) - 1 else channels[i + 1]
+                self.up.append(_ResBlock(above + channels[i], channels[i], emb, zero_init))
         self.out_norm = nn.GroupNorm(_groups(channels[0]), channels[0])
         self.out = nn.Conv2d(channels[0], in_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
@@ -131,8 +169,12 @@ class NoiseConditionedUNet(nn.Module):
             h = block(h, emb)
             skips.append(h)
         h = self.mid(h, emb)
-        for block in self.up:
+        if self.light:
+            skips.pop()  # the lowest level feeds the middle block only
+        for j, block in enumerate(self.up):
             skip = skips.pop()
+            if self.light:
+                h = self.narrow[j](h)                                     # at the lower level
             if h.shape[-1] != skip.shape[-1]:
                 h = nn.functional.interpolate(h, size=skip.shape[-2:], mode="nearest")
             h = block(torch.cat([h, skip], dim=1), emb)
@@ -209,16 +251,18 @@ class DiffusionModel(ConfigHints, nn.Module):
         self.arg_nets = nn.ModuleDict({  # a guided model's parametric concepts: window heads
             name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
             for name, k in config.parametric.items() if not self.guided})
-        self.noise_embedding = _NoiseEmbedding(d)
         options = dict(config.backbone_options)
+        self.noise_embedding = _NoiseEmbedding(d, options.get("noise_embedding", "wide"))
         if config.backbone == "unet":
-            self.net = NoiseConditionedUNet(shape[0], options.get("channels", (16, 32, 64)), d)
+            self.net = NoiseConditionedUNet(shape[0], options.get("channels", (16, 32, 64)), d,
+                                            decoder=options.get("decoder", "full"),
+                                            zero_init=options.get("zero_init", True))
         else:
             self.net = NoiseConditionedMLP(shape[0], options.get("hidden", (128, 128, 128)), d)
         if self.guided:
             from .noisy_classifier import WINDOW_DEFAULTS, NoisyClassifiers, WindowClassifier
 
-            self.classifier_noise = _NoiseEmbedding(d)
+            self.classifier_noise = _NoiseEmbedding(d, options.get("noise_embedding", "wide"))
             self.classifiers = NoisyClassifiers(shape, config.factors, config.views, dim=d,
                                                 options=options.get("classifier"),
                                                 view_modules=view_modules)
@@ -240,7 +284,15 @@ class DiffusionModel(ConfigHints, nn.Module):
         return out
 
     def _condition(self, rows: Tensor, args: Tensor | None, sigma: Tensor) -> Tensor:
-        """The embedding ``[B, d]`` of (concept row, arguments, σ) per sample."""
+        """The embedding ``[B, d]`` of (concept row, arguments, σ) per sample. ``rows`` may be
+        ``[B, K]``: several concepts at once (their embeddings summed; ``-1`` pads), the joint
+        condition that complete conditioning trains (``DSMConfig.conditioning``)."""
+        if rows.dim() == 2:
+            if args is not None:
+                raise ValueError("several concepts per sample take no arguments")
+            used = (rows >= 0).to(self.embedding.weight.dtype)[..., None]  # [B, K, 1]
+            e = (self.embedding(rows.clamp(min=0)) * used).sum(1)          # [B, d]
+            return nn.functional.silu(e + self.noise_embedding(sigma))
         e = self.embedding(rows)                                          # [B, d]
         if args is not None:
             for name, net in self.arg_nets.items():

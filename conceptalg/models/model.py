@@ -525,7 +525,7 @@ class ConceptModel(ConfigHints, nn.Module):
         kind = "log_prob" if cfg.heads == "classifier" else "energy"
         heads = {name: None for name in self.head_names}
         head_temperature = 1.0 if kind == "log_prob" else cfg.temperature
-        lib.add_model(self, heads, kind=kind, parametric=list(cfg.parametric),
+        lib.add_model(self, heads, kind=kind, parametric=dict(cfg.parametric),
                       temperature=head_temperature)
         lib.set_base(self, BASE, temperature=cfg.temperature)
         lib.sample_shape = cfg.sample_shape

@@ -1,9 +1,11 @@
 """Annealing over noise levels: an MCMC kernel at each σ of a non-increasing schedule.
 
 A σ-aware energy ``E(x, sigma=σ)`` describes the data law convolved with ``N(0, σ² I)`` (design
-§0, variance exploding, in the data's units). ``sample(..., sigmas=[σ₀ ≥ σ₁ ≥ … ≥ σ_L])`` runs
-``steps`` steps of the chosen kernel on ``x ↦ E(x, σ_l)`` at each level in order; each level
-starts where the last ended and the one generator continues, so a seed fixes the whole run.
+§0, variance exploding, in the data's units). ``sample(..., sigmas=[σ₀ ≥ σ₁ ≥ … ≥ σ_L ≥ 0])``
+runs ``steps`` steps of the chosen kernel on ``x ↦ E(x, σ_l)`` at each level in order; each
+level starts where the last ended and the one generator continues, so a seed fixes the whole
+run. A level of 0 is the data level, run like any other on ``E(x, σ=0)`` (a trained diffusion
+model evaluates it at its smallest trained level, ``sigma_min``).
 Large σ smooths the energy until far modes merge; chains that mix there are carried down to the
 data level in the right proportions (Du et al. 2023, "Reduce, Reuse, Recycle").
 
@@ -14,7 +16,9 @@ adaptation absorbs). So level ``l`` starts from
     h_l = step_size · (σ_l² + σ_d²) / (σ_L² + σ_d²)
 
 — ∝ σ² at large σ, flat below the data scale (the floor), exactly ``step_size`` at the last
-level. ``σ_d`` is the ``sigma_data`` option, else the energy's ``sigma_data`` attribute, else 1.
+level. ``σ_d`` is the ``sigma_data`` option, else the energy's ``sigma_data`` attribute, else 1;
+it is > 0, so the rule never divides by zero and never gives a zero step, also when levels are
+0: a level of 0 takes ``step_size · σ_d² / (σ_L² + σ_d²)`` (``step_size`` when it is the last).
 MH-corrected kernels then adapt per chain during each level's first ``warmup`` steps and keep
 their exact corrections at every level. ULA's ``noise_scale`` is scaled by ``sqrt(h_l/step_size)``
 so that ``T = noise_scale²/(2·step_size)`` is the same at every level.
@@ -74,11 +78,11 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
 
 def check_sigmas(sigmas: Any) -> tuple[float, ...]:
     """``sigmas`` (a list, tuple or 1-D tensor) as a tuple of floats, checked: at least one
-    level, every level finite and > 0, non-increasing.
+    level, every level finite and ≥ 0 (0 is the data level), non-increasing.
 
     Example:
-        >>> check_sigmas([4, 2.0, 2.0, 0.5])
-        (4.0, 2.0, 2.0, 0.5)
+        >>> check_sigmas([4, 2.0, 2.0, 0.5, 0])
+        (4.0, 2.0, 2.0, 0.5, 0.0)
     """
     if isinstance(sigmas, Tensor) or hasattr(sigmas, "ndim"):        # torch or numpy
         if sigmas.ndim != 1:
@@ -86,7 +90,7 @@ def check_sigmas(sigmas: Any) -> tuple[float, ...]:
                              f"{sigmas.ndim} dimensions")
         sigmas = sigmas.tolist()
     if isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Sequence):
-        raise ValueError(f"sigmas must be a non-increasing sequence of noise levels > 0 (a list, "
+        raise ValueError(f"sigmas must be a non-increasing sequence of noise levels ≥ 0 (a list, "
                          f"tuple or 1-D tensor), got {type(sigmas).__name__}")
     if len(sigmas) == 0:
         raise ValueError("sigmas must hold at least one noise level, got an empty sequence")
@@ -94,8 +98,9 @@ def check_sigmas(sigmas: Any) -> tuple[float, ...]:
     for i, s in enumerate(sigmas):
         if isinstance(s, bool) or not isinstance(s, (int, float)):
             raise ValueError(f"sigmas must hold numbers, got sigmas[{i}] = {s!r}")
-        if not math.isfinite(s) or s <= 0:
-            raise ValueError(f"every noise level must be finite and > 0, got sigmas[{i}] = {s!r}")
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"every noise level must be finite and ≥ 0 (0 is the data level), "
+                             f"got sigmas[{i}] = {s!r}")
         if levels and s > levels[-1]:
             raise ValueError(f"sigmas must be non-increasing (each level ≤ the one before), got "
                              f"sigmas[{i}] = {s!r} > sigmas[{i - 1}] = {levels[-1]!r}")
@@ -163,16 +168,16 @@ class AtLevel:
 
 
 def step_ratios(sigmas: Sequence[float], sigma_data: float) -> list[float]:
-    """The per-level step-size factors ``(σ_l² + σ_d²)/(σ_L² + σ_d²)`` (module docstring); the
-    last is exactly 1.
+    """The per-level step-size factors ``(σ_l² + σ_d²)/(σ_L² + σ_d²)`` (module docstring), each
+    ≥ 1 and finite for ``sigma_data`` > 0, levels of 0 included; the last is exactly 1.
 
     Example:
-        >>> step_ratios([3.0, 1.0], sigma_data=1.0)
-        [5.0, 1.0]
+        >>> step_ratios([3.0, 1.0, 0.0], sigma_data=1.0)
+        [10.0, 2.0, 1.0]
     """
-    floor = sigma_data ** 2
-    last = sigmas[-1] ** 2 + floor
-    return [(s ** 2 + floor) / last for s in sigmas[:-1]] + [1.0]
+    # in units of σ_d: no σ_d² that underflows to 0 when the last level is 0
+    last = (sigmas[-1] / sigma_data) ** 2 + 1.0
+    return [((s / sigma_data) ** 2 + 1.0) / last for s in sigmas[:-1]] + [1.0]
 
 
 def run_levels(config: Any, energy: Any, x0: Tensor, *, sigmas: Sequence[float],

@@ -74,21 +74,23 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     "ess", "split r-hat", ...).
 
     ``sigmas`` (noise levels, design §0): for a σ-aware energy (``energy(x, sigma=σ[B])``
-    works), a non-increasing sequence of levels > 0, default ``sampler_defaults["sigmas"]``.
-    The kernel runs ``steps`` steps (default: its default total split over the levels) on
-    ``E(·, σ_l)`` at each level in turn, chains and generator continuing; level ``l`` starts
-    from the step size ``step_size·(σ_l² + σ_d²)/(σ_L² + σ_d²)`` (exactly ``step_size`` at the
-    last level; ``σ_d`` is the option ``sigma_data``, else the energy's ``sigma_data``, else 1)
-    and MALA/HMC/MH adapt it per chain in each level's first ``warmup`` steps, keeping their
-    exact corrections. ``temperature`` must be one number. Without ``init`` chains start at
-    ``centre + σ₀·ξ``, ``centre`` = ``energy.data_mean``, else the midpoint of finite bounds,
-    else 0 (``init_samples`` is not used). Chains are not confined to ``bounds`` while levels
-    run (the noised law is unbounded: no clamp, no rejection); the returned samples are clamped
-    into them (an ``init`` is not checked against them). ``sampler="heun"`` (:class:`Heun`)
-    integrates the probability-flow ODE over ``sigmas`` and denoises to σ = 0; ``steps``,
-    ``warmup`` and ``step_size`` do not apply (an error when given, ignored in
-    ``sampler_defaults``); ``churn`` > 0 makes it stochastic. Heun and ULA also run score-only
-    models (``score_only = True`` with ``score(x, sigma)``), which
+    works), a non-increasing sequence of levels ≥ 0 (0 is the data level), default
+    ``sampler_defaults["sigmas"]``. The kernel runs ``steps`` steps (default: its default total
+    split over the levels) on ``E(·, σ_l)`` at each level in turn, chains and generator
+    continuing; level ``l`` starts from the step size ``step_size·(σ_l² + σ_d²)/(σ_L² + σ_d²)``
+    (exactly ``step_size`` at the last level, never 0, levels of 0 included; ``σ_d`` is the
+    option ``sigma_data``, else the energy's ``sigma_data``, else 1) and MALA/HMC/MH adapt it
+    per chain in each level's first ``warmup`` steps, keeping their exact corrections.
+    ``temperature`` must be one number. Without ``init`` chains start at ``centre + σ₀·ξ``,
+    ``centre`` = ``energy.data_mean``, else the midpoint of finite bounds, else 0
+    (``init_samples`` is not used). Chains are not confined to ``bounds`` while levels run (the
+    noised law is unbounded: no clamp, no rejection); the returned samples are clamped into
+    them (an ``init`` is not checked against them). ``sampler="heun"`` (:class:`Heun`)
+    integrates the probability-flow ODE over ``sigmas`` and denoises to σ = 0; a trailing 0 in
+    ``sigmas`` is that end, not a level to take a Heun step from (``[4, 0.5, 0]`` runs as
+    ``[4, 0.5]``). ``steps``, ``warmup`` and ``step_size`` do not apply to it (an error when
+    given, ignored in ``sampler_defaults``); ``churn`` > 0 makes it stochastic. Heun and ULA
+    also run score-only models (``score_only = True`` with ``score(x, sigma)``), which
     MALA/HMC/MH refuse. ``return_info`` adds ``"sigmas"`` and ``"acceptance rate per level"``.
 
     ``distributed=True`` splits the ``n`` chains into contiguous blocks over the processes of
@@ -183,7 +185,7 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
                     return samples
                 return samples, {"sampler": "heun", "sigmas": list(plan.sigmas), "seed": seed,
                                  "levels": len(plan.sigmas), "churn": config.churn,
-                                 "score evaluations": 2 * len(plan.sigmas) - 1}
+                                 "score evaluations": 2 * plan.steps - 1}
             common = dict(steps=plan.steps, warmup=plan.warmup, step_size=starts,
                           temperature=temps, generator=generator, check_every=plan.check_every,
                           on_nonfinite=plan.on_nonfinite, record=return_info, thin=plan.thin,

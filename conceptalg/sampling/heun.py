@@ -12,7 +12,9 @@ carries a sample of ``p_σ₀`` to one of ``p_σ`` for every ``σ < σ₀``. Bet
 
 and from the last level ``σ_L`` one Euler step to σ = 0, ``x ← x − σ_L² ∇E(x, σ_L)``: Tweedie's
 denoiser ``E[x₀ | x_σ]``. That is ``2L − 1`` score evaluations for ``L`` levels and no random
-numbers. ``churn`` (EDM's ``S_churn``) adds stochasticity: before each step the level is raised
+numbers. The integration ends at σ = 0 whatever the schedule, so a trailing 0 in ``sigmas`` (the
+data level, design §0) is that end and not a level to step from: ``[..., σ_L, 0]`` runs exactly
+as ``[..., σ_L]`` (:func:`step_levels`); the final denoising step is already included. ``churn`` (EDM's ``S_churn``) adds stochasticity: before each step the level is raised
 to ``σ̂ = σ_i (1 + γ)``, ``γ = min(churn/L, √2 − 1)``, by adding fresh noise of variance
 ``σ̂² − σ_i²``, and the step starts from ``σ̂``.
 
@@ -36,7 +38,7 @@ from .anneal import AtLevel
 from .base import energy_and_grad, per_chain_sum
 from .loop import Shard
 
-__all__ = ["Heun", "integrate"]
+__all__ = ["Heun", "integrate", "step_levels"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,22 @@ class Heun:
             raise ValueError(f"churn must be a finite number ≥ 0, got {c!r}")
 
 
+def step_levels(sigmas: Sequence[float]) -> list[float]:
+    """The levels a Heun run steps from: ``sigmas`` without its trailing zeros (σ = 0 is where
+    the integration ends anyway, module docstring); a ``ValueError`` when none is left.
+
+    Example:
+        >>> step_levels([4.0, 0.5, 0.0])
+        [4.0, 0.5]
+    """
+    levels = [float(s) for s in sigmas if s > 0]   # non-increasing: the zeros are trailing
+    if not levels:
+        raise ValueError(f"sampler='heun' needs a noise level > 0 to integrate down from; "
+                         f"sigmas={list(sigmas)} holds only the data level 0 (use an MCMC "
+                         f"sampler there, e.g. sampler='langevin')")
+    return levels
+
+
 def _gradient(energy: Any, x: Tensor, sigma: float, mask: Optional[Tensor],
               chunks: Optional[list[slice]], check: bool) -> Tensor:
     """``∇E(x, σ)`` ``[B, *shape]``, chunk by chunk when ``chunks`` is given."""
@@ -83,8 +101,8 @@ def integrate(config: Heun, energy: Any, x0: Tensor, sigmas: Sequence[float], *,
               generator: torch.Generator, mask: Optional[Tensor] = None,
               batch_size: Optional[int] = None, progress: Any = None,
               shard: Optional[Shard] = None) -> Tensor:
-    """Integrate from ``x0`` ``[n, *shape]`` at ``sigmas[0]`` down to σ = 0 (module docstring)
-    and return the samples ``[n, *shape]``. Churn noise is drawn for all ``n`` chains at every
+    """Integrate from ``x0`` ``[n, *shape]`` at ``sigmas[0]`` down to σ = 0 (module docstring;
+    trailing zeros of ``sigmas`` are that end) and return the samples ``[n, *shape]``. Churn noise is drawn for all ``n`` chains at every
     step (so ``batch_size`` chunking and ``shard`` give the same numbers); raises
     :class:`SamplerError` naming the number of chains that went non-finite.
 
@@ -102,10 +120,11 @@ def integrate(config: Heun, energy: Any, x0: Tensor, sigmas: Sequence[float], *,
     k = x.shape[0]
     chunks = None if batch_size is None or batch_size >= k else \
         [slice(i, min(i + batch_size, k)) for i in range(0, k, batch_size)]
-    levels = [float(s) for s in sigmas] + [0.0]
-    gamma = min(config.churn / len(sigmas), math.sqrt(2.0) - 1.0)
+    steps = step_levels(sigmas)
+    levels = steps + [0.0]
+    gamma = min(config.churn / len(steps), math.sqrt(2.0) - 1.0)
     probe = torch.zeros(k, dtype=torch.float64, device=x.device)
-    for i in range(len(sigmas)):
+    for i in range(len(steps)):
         s, s_next = levels[i], levels[i + 1]
         if gamma > 0:
             xi = torch.randn((n, *x.shape[1:]), generator=generator, dtype=x.dtype,
@@ -132,7 +151,7 @@ def integrate(config: Heun, energy: Any, x0: Tensor, sigmas: Sequence[float], *,
     bad = ~torch.isfinite(probe)
     if bool(bad.any()):                                                   # the one host sync
         raise SamplerError(f"{int(bad.sum())} of {n} chains went non-finite (NaN or infinite "
-                           f"score) during the Heun integration over {len(sigmas)} noise levels "
+                           f"score) during the Heun integration over {len(steps)} noise levels "
                            f"(checked once, at the end); check the energy at every σ in sigmas "
                            f"(from {levels[0]:g} to {levels[-2]:g}) and the starting points")
     return x

@@ -7,10 +7,11 @@ clipping, leapfrog steps, targets — only when the chosen sampler is the one th
 given both in ``sample()`` and on the sampler object must agree. Pure Python: no tensors are made
 here (a per-chain step-size tensor is passed through).
 
-Noise levels: ``sigmas`` (explicit, else ``sampler_defaults["sigmas"]``) are checked here, need a
-σ-aware energy, allow only a constant temperature, and make ``steps`` count per level (default:
-the sampler's default total split over the levels). ``sampler="heun"`` has no steps, warm-up or
-step size: given explicitly they are an error; from ``sampler_defaults`` they are ignored.
+Noise levels: ``sigmas`` (explicit, else ``sampler_defaults["sigmas"]``; non-increasing, ≥ 0)
+are checked here, need a σ-aware energy, allow only a constant temperature, and make ``steps``
+count per level (default: the sampler's default total split over the levels).
+``sampler="heun"`` has no steps, warm-up or step size: given explicitly they are an error; from
+``sampler_defaults`` they are ignored; its steps are the levels > 0 (a trailing 0 is the end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from .anneal import accepts_sigma, check_sigmas
 from .base import check_positive
-from .heun import Heun
+from .heun import Heun, step_levels
 from .hmc import HMC
 from .langevin import Langevin
 from .mala import MALA
@@ -199,9 +200,10 @@ def _heun_plan(energy, config: Heun, sigmas, explicit: dict[str, Any], temperatu
     batch_size = options.get("batch_size", defaults.get("batch_size"))
     if batch_size is not None:
         check_int("batch_size", batch_size, 1)
-    return Plan(config, len(sigmas), 0, 0.0, 1.0,
+    steps = len(step_levels(sigmas))                   # a trailing 0 is the end, not a step
+    return Plan(config, steps, 0, 0.0, 1.0,
                 getattr(energy, "bounds", None) or defaults.get("bounds"), "raise",
-                len(sigmas), 1, batch_size, bool(options.get("deterministic")), sigmas, 1.0)
+                steps, 1, batch_size, bool(options.get("deterministic")), sigmas, 1.0)
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:

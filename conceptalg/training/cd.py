@@ -250,7 +250,13 @@ class Trainer:
     # --- one iteration --------------------------------------------------------------------
     def _batch(self) -> _Batch:
         cfg, data, g = self.config, self.data, self.generator
-        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        choices = self._choices
+        if data.stream is not None:  # fresh renders, seeded by the step (exact on resume)
+            data = data.batch(cfg.batch_size, self.step, self.rank)
+            choices = ConceptChoices(data, self.model.index, self.train_only)
+            idx = torch.arange(len(data))
+        else:
+            idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
         x = data.x[idx].to(self.device)
         if cfg.data_noise > 0:
             x = x + cfg.data_noise * torch.randn(x.shape, generator=g).to(self.device)
@@ -261,7 +267,7 @@ class Trainer:
             base = "always"  # classifiers train by cross-entropy; CD trains E_0 only
         elif self.train_only:
             base = "never"  # the base head is frozen
-        head, args = self._choices.draw(idx, g, base_fraction=cfg.base_fraction, base=base)
+        head, args = choices.draw(idx, g, base_fraction=cfg.base_fraction, base=base)
         args = None if args is None else args.to(self.device)
         labels = {f: lab[idx].to(self.device) for f, lab in data.labels.items()}
         return _Batch(x, head.to(self.device), args, labels)

@@ -307,9 +307,11 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{file}: missing, so {directory} is not a complete checkpoint. "
                               f"{earlier_hint(directory)}") from None
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-        raise CheckpointError(f"{file}: not valid JSON ({e}); the file is truncated or "
-                              f"corrupted. {earlier_hint(directory)}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise CheckpointError(f"{file}: not valid JSON ({type(e).__name__}: {e}); the file is "
+                              f"truncated or corrupted. {earlier_hint(directory)}") from None
+    except OSError as e:  # a folder of that name, no permission to read it
+        raise CheckpointError(f"{file}: cannot be read ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise CheckpointError(f"{file}: not a conceptalg checkpoint config (format {found!r}, "
@@ -349,9 +351,12 @@ def _verify_file(file: Path, entry: dict, directory: Path) -> None:
         raise CheckpointError(f"{file}: {size} bytes, expected {entry['size']}: the file is "
                               f"truncated or altered. {earlier_hint(directory)}")
     digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
+    try:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as e:
+        raise CheckpointError(f"{file}: cannot be read ({e})") from None
     if digest.hexdigest() != entry["sha256"]:
         raise CheckpointError(f"{file}: SHA-256 mismatch: the file was altered or corrupted "
                               f"after it was written. {earlier_hint(directory)}")

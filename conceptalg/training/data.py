@@ -4,19 +4,41 @@ A dataset is samples ``x[N, *shape]`` plus, per factor, a label per sample (the 
 value, ``-1`` where unknown), plus, per parametric concept, the argument sets that hold for
 each sample (``at``: the centres of a scene's objects, with a mask). Built-in data and the
 user's own tensors both become a ``ConceptData``.
+
+Procedural data (the built-in ``toy2d``, ``shapes`` and ``scenes``) *streams* by default: a
+``ConceptData`` with a ``stream`` renders fresh training-split samples for every batch, seeded
+by (data seed, step, rank), so a resumed run draws exactly the batches it would have drawn and
+no two steps repeat a batch; its ``x`` is then a fixed reference sample of the same law (for
+the data's statistics: mean, σ_d, bounds). ``n=`` asks for a fixed set instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ConceptData", "builtin_data", "BUILTIN_DATA"]
+__all__ = ["ConceptData", "builtin_data", "batch_seed", "BUILTIN_DATA", "PROCEDURAL_DATA"]
 
 BUILTIN_DATA = ("toy2d", "shapes", "scenes", "digits")
+#: built-in data that is rendered from a seed, so it can stream (fresh samples every batch)
+PROCEDURAL_DATA = ("toy2d", "shapes", "scenes")
+#: size of the reference sample a streamed dataset keeps for its statistics
+REFERENCE_SAMPLES = {"toy2d": 20_000, "shapes": 4096, "scenes": 4096}
+
+
+def batch_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of the streamed batch of iteration ``step`` on process ``rank`` (a mix of the
+    three numbers, so neighbouring steps and ranks draw unrelated batches).
+
+    Example:
+        >>> batch_seed(0, 1) == batch_seed(0, 1), batch_seed(0, 1) == batch_seed(0, 2)
+        (True, False)
+    """
+    return int(np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(1)[0])
 
 
 @dataclass
@@ -44,6 +66,24 @@ class ConceptData:
     #: JSON facts about how the data was made (e.g. ``{"holdout": [[shape, colour], ...]}``),
     #: recorded in checkpoints so that evaluation knows the seen and held-out combinations.
     spec: dict = field(default_factory=dict)
+    #: procedural data only: ``stream(n, seed) -> ConceptData``, ``n`` fresh training-split
+    #: samples rendered from ``seed`` (module docstring); ``None`` for a fixed set
+    stream: Callable[[int, int], "ConceptData"] | None = field(default=None, repr=False,
+                                                                compare=False)
+
+    def batch(self, n: int, step: int, rank: int = 0) -> "ConceptData":
+        """The streamed batch of iteration ``step`` (``n`` fresh samples, reproducible from the
+        data's seed, the step and the rank); streamed data only.
+
+        Example:
+            >>> data = builtin_data("shapes", n=None)
+            >>> a, b = data.batch(8, step=3), data.batch(8, step=3)
+            >>> torch.equal(a.x, b.x), torch.equal(a.x, data.batch(8, step=4).x)
+            (True, False)
+        """
+        if self.stream is None:
+            raise ValueError(f"{self.name!r} is a fixed set of {len(self)} samples, not a stream")
+        return self.stream(int(n), batch_seed(self.spec.get("seed", 0), step, rank))
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, Tensor) or self.x.dim() < 2:
@@ -120,18 +160,53 @@ def _is_index(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def builtin_data(name: str, n: int = 20_000, seed: int = 0, *, holdout="default") -> ConceptData:
+def builtin_data(name: str, n: int | None = 20_000, seed: int = 0, *,
+                 holdout="default") -> ConceptData:
     """One of the built-in datasets as ``ConceptData``: ``toy2d``, ``shapes`` (with its
-    default (shape, colour) hold-out), ``scenes`` (parametric ``at(x, y)``) or ``digits``."""
+    default (shape, colour) hold-out), ``scenes`` (parametric ``at(x, y)``) or ``digits``.
+    ``n=None`` streams procedural data (module docstring): fresh samples every batch.
+
+    Example:
+        >>> data = builtin_data("shapes", n=None)
+        >>> data.stream is not None, data.spec["stream"], len(data.batch(5, step=0))
+        (True, True, 5)
+    """
+    if name not in BUILTIN_DATA:
+        raise ValueError(f"unknown built-in data {name!r}; choose one of {BUILTIN_DATA}")
+    if n is None:
+        if name not in PROCEDURAL_DATA:
+            raise ValueError(f"{name!r} is a fixed dataset and cannot stream; streaming data: "
+                             f"{PROCEDURAL_DATA}")
+        data = _builtin(name, REFERENCE_SAMPLES[name], seed, holdout)
+        data.spec["stream"] = True
+
+        def stream(size: int, batch: int) -> ConceptData:
+            return _builtin(name, size, batch, holdout, exact=True)
+
+        data.stream = stream
+        return data
+    data = _builtin(name, n, seed, holdout)
+    if name in PROCEDURAL_DATA:
+        data.spec["stream"] = False
+    return data
+
+
+def _builtin(name: str, n: int, seed: int, holdout, exact: bool = False) -> ConceptData:
     if name == "toy2d":
         from ..data import toy2d
 
         names = list(toy2d.CONCEPTS)
-        per = max(1, n // len(names))
+        # a fixed set: n // k per concept; a streamed batch: exactly n, concepts balanced
+        per = max(1, n // len(names)) if not exact else -(-n // len(names))
         xs = [toy2d.training_data(c, per, seed=seed + i).float() for i, c in enumerate(names)]
         labels = torch.arange(len(names)).repeat_interleave(per)
-        return ConceptData(torch.cat(xs), {"concept": names}, {"concept": labels},
-                           bounds=tuple(map(float, toy2d.BOUNDS)), name="toy2d")
+        x = torch.cat(xs)
+        if exact and len(x) != n:
+            keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+            x, labels = x[keep], labels[keep]
+        return ConceptData(x, {"concept": names}, {"concept": labels},
+                           bounds=tuple(map(float, toy2d.BOUNDS)), name="toy2d",
+                           spec={"seed": seed})
     if name == "shapes":
         from ..data.shapes import DEFAULT_HOLDOUT, FACTORS, ShapesDataset, resolve_holdout
 
@@ -144,11 +219,10 @@ def builtin_data(name: str, n: int = 20_000, seed: int = 0, *, holdout="default"
         from ..data.scenes import ScenesDataset
 
         ds = ScenesDataset(n, seed=seed)
-        return ConceptData(ds.images, parametric={"at": (ds.centres, ds.mask)}, name="scenes")
-    if name == "digits":
-        from ..data.digits import DigitsDataset
+        return ConceptData(ds.images, parametric={"at": (ds.centres, ds.mask)}, name="scenes",
+                           spec={"seed": seed})
+    from ..data.digits import DigitsDataset
 
-        ds = DigitsDataset(split="train", seed=seed)
-        return ConceptData(ds.images, {"digit": [str(d) for d in range(10)]},
-                           {"digit": ds.labels["digit"].long()}, name="digits")
-    raise ValueError(f"unknown built-in data {name!r}; choose one of {BUILTIN_DATA}")
+    ds = DigitsDataset(split="train", seed=seed)
+    return ConceptData(ds.images, {"digit": [str(d) for d in range(10)]},
+                       {"digit": ds.labels["digit"].long()}, name="digits")

@@ -51,6 +51,12 @@ __all__ = ["DSMConfig", "DSMTrainer", "default_dsm_config", "noise_statistics"]
 _ONLINE = "online."
 #: declared symmetries the base may be trained under (``DSMConfig.augment``)
 AUGMENTATIONS = (None, "channel-permutations")
+#: how the data's centre μ and scale σ_d are chosen (``DSMConfig.normalisation``)
+NORMALISATIONS = ("measured", "bounds")
+#: what each training sample is conditioned on (``DSMConfig.conditioning``)
+CONDITIONINGS = ("one", "complete")
+#: the moving average's warm-up (``DSMConfig.ema_schedule``)
+EMA_SCHEDULES = ("rampup", "warmup")
 
 
 @dataclass
@@ -82,6 +88,19 @@ class DSMConfig:
     them): the base (samples drawn for "no concept") trains on images with their channels
     permuted at random, so it learns the symmetrised law; concept heads train on the data as
     it is, since a permutation changes their labels.
+    ``normalisation`` chooses the centre μ and scale σ_d of the EDM preconditioning:
+    ``"measured"`` takes the data's own mean and standard deviation; ``"bounds"`` takes the
+    middle of the data's bounds and a quarter of their width (EDM's images: [−1, 1] with
+    σ_d = 0.5, i.e. 0.5 and 0.25 on [0, 1]).
+    ``conditioning``: ``"one"`` conditions each sample on one concept that holds for it (the
+    base with probability ``base_fraction``); ``"complete"`` on *all* its factors' values at
+    once, each dropped independently with probability ``drop_rate`` (and all of them, the base,
+    with probability ``base_fraction``) —
+    Okawa et al. 2023 and Farid et al. 2025 find complete conditioning drives compositional
+    generalisation; it trains single concepts, pairs and the base in one objective
+    (``drop_rate`` 0.2: a single concept of three factors in 0.8·0.2² ≈ 3 % per factor).
+    ``ema_schedule``: ``"rampup"`` (above) or ``"warmup"``, the decay ``min(ema, (1+t)/(10+t))``
+    (an average over the last ``1/(1 − ema)`` steps as soon as ``t`` allows).
     """
 
     steps: int = 7500
@@ -104,6 +123,10 @@ class DSMConfig:
     guidance_weight: float = 10.0
     freeze_base: bool = False
     augment: str | None = None
+    normalisation: str = "measured"
+    ema_schedule: str = "rampup"
+    conditioning: str = "one"
+    drop_rate: float = 0.2
     seed: int = 0
     log_every: int = 50
 
@@ -123,6 +146,17 @@ class DSMConfig:
             raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
         if not 0 <= self.base_fraction <= 1:
             raise ValueError(f"base_fraction must be in [0, 1], got {self.base_fraction!r}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got "
+                             f"{self.conditioning!r}")
+        if not 0 <= self.drop_rate < 1:
+            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
+                             f"{self.normalisation!r}")
+        if self.ema_schedule not in EMA_SCHEDULES:
+            raise ValueError(f"ema_schedule must be one of {EMA_SCHEDULES}, got "
+                             f"{self.ema_schedule!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         for name in ("classifier_weight", "guidance_weight"):
@@ -155,18 +189,31 @@ def default_dsm_config(sample_shape, **overrides) -> DSMConfig:
     return DSMConfig(**base)
 
 
-def noise_statistics(x: Tensor, config: DSMConfig) -> dict[str, Any]:
-    """The model's ``noise`` entry from data ``x[N, ...]``: the mean (one number for images, one
-    per coordinate for vectors), ``σ_d`` (the standard deviation around it) and the σ range.
+def noise_statistics(x: Tensor, config: DSMConfig,
+                     bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The model's ``noise`` entry from data ``x[N, ...]``: the centre μ (one number for images,
+    one per coordinate for vectors), ``σ_d`` and the σ range — measured from the data, or from
+    its ``bounds`` under ``config.normalisation="bounds"`` (the config's docstring).
 
     Example:
         >>> stats = noise_statistics(torch.tensor([[0.0, 2.0], [2.0, 4.0]]), DSMConfig())
         >>> stats["mean"], stats["sigma_data"]
         ([1.0, 3.0], 1.0)
+        >>> images = torch.rand(4, 3, 8, 8)
+        >>> stats = noise_statistics(images, DSMConfig(normalisation="bounds"), (0.0, 1.0))
+        >>> stats["mean"], stats["sigma_data"], stats["sigma_max"]
+        (0.5, 0.25, 40.0)
     """
     x = x.double()
-    mean = x.mean() if x.dim() == 4 else x.mean(0)
-    sigma_data = float((x - mean).square().mean().sqrt())
+    if config.normalisation == "bounds":
+        if bounds is None:
+            raise ValueError("normalisation='bounds' needs data with bounds (images in [0, 1]); "
+                             "use normalisation='measured'")
+        lo, hi = map(float, bounds)
+        mean, sigma_data = torch.tensor(0.5 * (lo + hi), dtype=torch.float64), 0.25 * (hi - lo)
+    else:
+        mean = x.mean() if x.dim() == 4 else x.mean(0)
+        sigma_data = float((x - mean).square().mean().sqrt())
     if not (math.isfinite(sigma_data) and sigma_data > 0):
         raise ValueError(f"the data has no spread (σ_d = {sigma_data}); denoising score matching "
                          f"needs data that varies")
@@ -223,7 +270,8 @@ class DSMTrainer:
             raise ValueError(f"the model takes samples {model.config.sample_shape}, the data "
                              f"has {data.sample_shape}")
         self.online = model.to(self.device)
-        self.ema = AveragedModel(self.online, multi_avg_fn=_ema_update(cfg.ema, cfg.ema_rampup),
+        self.ema = AveragedModel(self.online, multi_avg_fn=_ema_update(cfg.ema, cfg.ema_rampup,
+                                                                       cfg.ema_schedule),
                                  use_buffers=True)
         params = list(self.online.parameters())
         if cfg.freeze_base:
@@ -242,6 +290,16 @@ class DSMTrainer:
         if cfg.augment is not None and (guided or len(data.sample_shape) != 3):
             raise ValueError("augment applies to the base of a film model on images; train the "
                              "base so, then add classifiers (DiffusionModel.with_classifiers)")
+        if cfg.conditioning == "complete" and (guided or data.parametric):
+            raise ValueError("conditioning='complete' conditions a film model on all of a "
+                             "sample's factor values; classifier heads and parametric concepts "
+                             "train one concept per sample (conditioning='one')")
+        if cfg.augment == "channel-permutations" and data.spec.get("holdout"):
+            raise ValueError(
+                f"augment='channel-permutations' would show the base held-out pairs (a seen "
+                f"green circle with its channels permuted is a red circle), and the data holds "
+                f"out {len(data.spec['holdout'])} (shape, colour) pairs; train without augment, "
+                f"or with holdout='none'")
         self._factors = list(self.online.config.factors) if guided else []
         self._local = list(self.online.config.parametric) if guided else []
         missing = [f for f in self._factors if f not in data.labels] + \
@@ -252,6 +310,7 @@ class DSMTrainer:
         self._labels = torch.stack([data.labels[f] for f in self._factors], 1) \
             if self._factors else torch.zeros(len(data), 0, dtype=torch.long)       # [N, F]
         self.step = 0
+        self.rank = 0
         self.history: list[dict[str, float]] = []
 
     @property
@@ -264,9 +323,10 @@ class DSMTrainer:
         data, cfg = self.data, self.config
         image = len(data.sample_shape) == 3
         options = dict(backbone_options or {})
+        embedding_dim = int(options.pop("embedding_dim", 64))
         options.setdefault("channels" if image else "hidden",
                            (16, 32, 64) if image else (128, 128, 128))
-        noise = noise_statistics(data.x, cfg)
+        noise = noise_statistics(data.x, cfg, data.bounds)
         parametric = {name: int(args.shape[2]) for name, (args, _) in data.parametric.items()}
         from ..sampling import karras_sigmas
         levels = karras_sigmas(cfg.sampling_levels, noise["sigma_min"], noise["sigma_max"],
@@ -280,6 +340,7 @@ class DSMTrainer:
         views = {f: view_name(v) for f, v in dict(views or {}).items()}
         return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
                            parametric=parametric, heads=heads, views=views,
+                           embedding_dim=embedding_dim,
                            backbone="unet" if image else "mlp", backbone_options=options,
                            bounds=data.bounds, objective="dsm",
                            parameterization=parameterization, noise=noise,
@@ -304,7 +365,13 @@ class DSMTrainer:
         """The EDM-weighted denoising loss of one batch (module docstring); ``target`` replaces
         the clean ``x`` as the regression target (the stable target field)."""
         model = self.online
-        rows = torch.where(head < 0, len(model.head_names), head)
+        if head.dim() == 2:  # complete conditioning: no concept kept → the base row
+            base = (head < 0).all(1)
+            head = head.clone()
+            head[:, 0] = torch.where(base, len(model.head_names), head[:, 0])
+            rows = head
+        else:
+            rows = torch.where(head < 0, len(model.head_names), head)
         denoised = model.denoise_for(x + _view(sigma, x) * noise, rows, args, sigma,
                                      create_graph=True)
         sd = model.sigma_data
@@ -359,14 +426,15 @@ class DSMTrainer:
         return total, {"denoising loss": base.detach(), "cross-entropy": ce.detach(),
                        "guidance loss": guide.detach()}
 
-    def _query_points(self, name: str, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _query_points(self, data: ConceptData, name: str, idx: Tensor,
+                      g: torch.Generator) -> tuple[Tensor, Tensor]:
         """A query point per sample for the window head ``name`` and whether the concept holds
         there (an object's point within the head's radius): half from the sample's own points
         moved by up to twice the radius (positives and near misses), half uniform in
         ``[0, 1]²``."""
         from ..data.scenes import objects_near
 
-        args, mask = self.data.parametric[name]
+        args, mask = data.parametric[name]
         args, mask = args[idx], mask[idx]                                 # [B, M, 2], [B, M]
         radius = self.online.local_heads[name].radius
         b = len(idx)
@@ -402,8 +470,19 @@ class DSMTrainer:
 
     def _batch(self) -> tuple:
         cfg, data, g = self.config, self.data, self.generator
-        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-        head, args = self._choices.draw(idx, g, base_fraction=cfg.base_fraction)
+        choices, labels = self._choices, self._labels
+        if data.stream is not None:  # fresh renders, seeded by the step (exact on resume)
+            data = data.batch(cfg.batch_size, self.step, self.rank)
+            choices = ConceptChoices(data, self.online.index)
+            labels = torch.stack([data.labels[f] for f in self._factors], 1) \
+                if self._factors else torch.zeros(len(data), 0, dtype=torch.long)
+            idx = torch.arange(len(data))
+        else:
+            idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        if cfg.conditioning == "complete":
+            head, args = self._complete(data, idx, g), None                   # [B, F]
+        else:
+            head, args = choices.draw(idx, g, base_fraction=cfg.base_fraction)
         shift = math.log(self.online.sigma_data / 0.5)
         sigma = torch.exp(cfg.p_mean + shift + cfg.p_std * torch.randn(len(idx), generator=g))
         sigma = sigma.clamp(min=self.online.sigma_min)  # the model's own floor (and the STF's)
@@ -418,11 +497,24 @@ class DSMTrainer:
             target = self._stable_targets(x, head, sigma, noise, g)
         to = self.device
         if self.online.guided:  # classifier heads: every factor's label, and query points
-            points = {name: [t.to(to) for t in self._query_points(name, idx, g)]
+            points = {name: [t.to(to) for t in self._query_points(data, name, idx, g)]
                       for name in self._local}
-            return x.to(to), self._labels[idx].to(to), sigma.to(to), noise.to(to), points
+            return x.to(to), labels[idx].to(to), sigma.to(to), noise.to(to), points
         return (x.to(to), head.to(to), None if args is None else args.to(to),
                 sigma.to(to), noise.to(to), None if target is None else target.to(to))
+
+    def _complete(self, data: ConceptData, idx: Tensor, g: torch.Generator) -> Tensor:
+        """Head rows ``[B, F]`` of every factor value of the samples ``idx``, each kept with
+        probability ``1 − drop_rate``, none with probability ``base_fraction`` (``-1``: dropped
+        or unknown; a row of ``-1`` is the base)."""
+        index = self.online.index
+        columns = [torch.where(data.labels[f][idx] >= 0,
+                               index[f"{f}={data.factors[f][0]}"] + data.labels[f][idx], -1)
+                   for f in data.factors]
+        rows = torch.stack(columns, 1)                                    # [B, F]
+        keep = torch.rand(rows.shape, generator=g) >= self.config.drop_rate
+        keep &= (torch.rand(len(idx), generator=g) >= self.config.base_fraction)[:, None]
+        return torch.where(keep, rows, -1)
 
     def train_step(self) -> dict[str, float]:
         """One iteration; returns its metrics (floats)."""
@@ -550,22 +642,27 @@ def _sampler_defaults(image: bool, parameterization: str,
     return {"sampler": "mala", "steps": 600}
 
 
-def ema_decay(step: int, ema: float, rampup: float) -> float:
-    """The moving average's decay after ``step`` updates: ``min(ema, 0.5^(1/(rampup·step)))``,
-    a half-life of ``rampup·step`` updates until it reaches ``ema`` (Karras et al. 2022).
+def ema_decay(step: int, ema: float, rampup: float, schedule: str = "rampup") -> float:
+    """The moving average's decay after ``step`` updates. ``"rampup"``:
+    ``min(ema, 0.5^(1/(rampup·step)))``, a half-life of ``rampup·step`` updates until it reaches
+    ``ema`` (Karras et al. 2022); ``"warmup"``: ``min(ema, (1 + step)/(10 + step))``.
 
     Example:
         >>> round(ema_decay(1000, 0.999, 0.05), 4), ema_decay(10 ** 6, 0.999, 0.05)
         (0.9862, 0.999)
+        >>> round(ema_decay(1000, 0.999, 0.05, "warmup"), 4)
+        0.9911
     """
+    if schedule == "warmup":
+        return min(ema, (1.0 + step) / (10.0 + step))
     return min(ema, 0.5 ** (1.0 / max(rampup * step, 1e-12)))
 
 
-def _ema_update(ema: float, rampup: float):
+def _ema_update(ema: float, rampup: float, schedule: str = "rampup"):
     """``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: one in-place step
     ``avg ← avg + (1 − d)(θ − avg)`` of every tensor, ``d`` from :func:`ema_decay`."""
     def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        d = ema_decay(int(num_averaged), ema, rampup)
+        d = ema_decay(int(num_averaged), ema, rampup, schedule)
         torch._foreach_lerp_(averaged, current, 1.0 - d)
     return update
 

@@ -164,7 +164,7 @@ def _parse_latest(pointer: Path) -> str:
         name = data["checkpoint"]
     except FileNotFoundError:
         raise
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError, OSError) as e:
         raise CheckpointError(
             f"{pointer}: not a valid 'latest' pointer ({type(e).__name__}: {e}); it should hold "
             f'{{"checkpoint": "ckpt-NNNNNN"}}. Rewrite it, or load a checkpoint directory '
