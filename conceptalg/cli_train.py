@@ -184,10 +184,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         data = _training_data(args)
         dsm = args.objective == "dsm"
-        if dsm and group is not None:
-            say("conceptalg train: --objective dsm trains in one process; run it without "
-                "torchrun")
-            return 2
         if args.resume and latest_checkpoint(out) is not None:
             if dsm:
                 trainer = DSMTrainer.resume(out, data, device=device, steps=args.steps)

@@ -183,6 +183,8 @@ def _scenario(scenario: str, out: Path, rank: int, ctx) -> None:
         except TrainingDiverged as e:
             report["diverged"] = str(e).split(":")[0]
         (out / f"report-{rank}.json").write_text(json.dumps(report))
+    elif scenario == "dsm":
+        _dsm_scenario(out, rank, ctx)
     elif scenario == "sample":
         import conceptalg
 
@@ -195,6 +197,67 @@ def _scenario(scenario: str, out: Path, rank: int, ctx) -> None:
         save_file(results, str(out / f"samples-{rank}.safetensors"))
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def dsm_trainer(distributed=None, **overrides):
+    from conceptalg.training import DSMConfig, DSMTrainer, builtin_data
+
+    config = DSMConfig(**{**dict(steps=6, batch_size=16, log_every=2, grad_clip=1e6, seed=0),
+                          **overrides})
+    return DSMTrainer(builtin_data("toy2d"), config=config, parameterization="score",
+                      backbone_options={"hidden": (16, 16)}, distributed=distributed)
+
+
+def _dsm_scenario(out: Path, rank: int, ctx) -> None:
+    """Denoising score matching on two ranks (streamed toy2d): the averaged gradient of the
+    first step against one process's gradient on the union of the two batches; identical
+    weights; rank 0 alone writes; an exact resume on the same number of ranks."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    from conceptalg.training import builtin_data, checkpoint
+
+    calls = []
+    original = checkpoint.save_checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    checkpoint.save_checkpoint = counting
+    trainer = dsm_trainer()
+    state = trainer.generator.get_state()
+    x, head, _, sigma, noise, _ = trainer._batch()                 # this rank's first batch
+    trainer.generator.set_state(state)
+    union = []
+    for t in (x, head.double(), sigma, noise):
+        parts = [torch.empty_like(t) for _ in range(2)]
+        torch.distributed.all_gather(parts, t.contiguous())
+        union.append(torch.cat(parts))
+    alone = dsm_trainer(distributed=False)
+    alone.online.load_state_dict(copy.deepcopy(trainer.online.state_dict()))
+    alone.loss(union[0], union[1].long(), None, union[2], union[3]).backward()
+    trainer.train_step()
+    diffs = [float((p.grad - q.grad).abs().max() / (q.grad.abs().max() + 1e-12))
+             for p, q in zip(trainer.online.parameters(), alone.online.parameters())]
+    trainer.fit()
+    trainer.save(out / "dsm-run")
+    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()},
+              str(out / f"dsm-params-{rank}.safetensors"))
+    flat = torch.cat([p.detach().flatten() for p in trainer.online.parameters()])
+    both = [torch.empty_like(flat) for _ in range(2)]
+    torch.distributed.all_gather(both, flat)
+    resumed = type(trainer).resume(out / "dsm-run", builtin_data("toy2d"), steps=8)
+    trainer.config.steps = 8
+    resumed.fit()
+    trainer.fit()
+    exact = all(torch.equal(v, resumed.online.state_dict()[k])
+                for k, v in trainer.online.state_dict().items())
+    report = {"rank": rank, "gradient vs union": max(diffs), "identical": torch.equal(*both),
+              "save calls": len(calls), "resume exact": exact,
+              "losses": [m["loss"] for m in trainer.history]}
+    (out / f"dsm-report-{rank}.json").write_text(json.dumps(report))
 
 
 # --- launching -----------------------------------------------------------------------------
@@ -255,6 +318,37 @@ def two_rank_run(tmp_path_factory):
     _ok(launch("train", out))
     reports = [json.loads((out / f"report-{r}.json").read_text()) for r in range(2)]
     return out, reports
+
+
+@pytest.fixture(scope="module")
+def two_rank_dsm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp-dsm")
+    _ok(launch("dsm", out))
+    return out, [json.loads((out / f"dsm-report-{r}.json").read_text()) for r in range(2)]
+
+
+def test_dsm_averages_gradients_as_one_process_on_the_union(two_rank_dsm_run):
+    _, reports = two_rank_dsm_run
+    for r in reports:
+        assert r["gradient vs union"] < 1e-5, r
+        assert r["identical"] and r["resume exact"]
+    assert [r["save calls"] for r in reports] == [1, 0]          # rank 0 writes, alone
+    assert reports[0]["losses"] == reports[1]["losses"]          # logged means over the ranks
+
+
+def test_a_two_process_dsm_checkpoint_resumes_in_one_process(two_rank_dsm_run):
+    from safetensors.torch import load_file
+
+    from conceptalg.training import DSMTrainer, builtin_data
+
+    out, _ = two_rank_dsm_run
+    saved = load_file(str(out / "dsm-params-0.safetensors"))
+    trainer = DSMTrainer.resume(out / "dsm-run", builtin_data("toy2d"), steps=8)
+    assert trainer.step == 6 and trainer.world_size == 1
+    for key, value in saved.items():
+        assert torch.equal(trainer.model.state_dict()[key], value), key
+    trainer.fit()                                  # continues alone: rank 0's generator
+    assert trainer.step == 8
 
 
 def test_ranks_end_with_identical_parameters(two_rank_run):
@@ -400,6 +494,28 @@ def test_cli_train_under_torchrun(tmp_path):
     from safetensors.torch import load_file
 
     torch.testing.assert_close(load_file(str(two))["samples"], load_file(str(one))["samples"])
+
+
+@pytest.mark.slow
+def test_cli_train_dsm_under_torchrun(tmp_path):
+    from conceptalg.cli import main
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "conceptalg", "train", "--data", "toy2d", "--objective", "dsm", "--out",
+           str(out), "--steps", "4", "--batch-size", "32", "--log-every", "2",
+           "--checkpoint-every", "2", "--timeout", str(GROUP_TIMEOUT), "--no-progress"]
+    done = subprocess.run(cmd, env=_environment(), capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 4 steps") == 1  # rank 0 alone prints
+    assert "training on 2 processes (gloo)" in done.stderr
+    meta = json.loads((out / "ckpt-000004" / "config.json").read_text())["metadata"]
+    assert (meta["objective"], meta["world_size"]) == ("dsm", 2)
+    # a single process continues it
+    assert main(["train", "--data", "toy2d", "--objective", "dsm", "--out", str(out),
+                 "--steps", "6", "--resume", "--no-progress"]) == 0
+    assert json.loads((out / "latest").read_text())["step"] == 6
 
 
 # --- bad set-ups end with a clear error, not a hang ----------------------------------------

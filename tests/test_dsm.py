@@ -223,7 +223,7 @@ def test_score_form_gives_no_energy_values():
 
 def test_module_examples_run():
     modules = ["conceptalg.models.diffusion", "conceptalg.training.dsm",
-               "conceptalg.training.conditioning"]
+               "conceptalg.training.dsm_config", "conceptalg.training.conditioning"]
     for name in modules:
         result = doctest.testmod(importlib.import_module(name),
                                  optionflags=doctest.NORMALIZE_WHITESPACE)

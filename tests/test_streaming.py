@@ -44,9 +44,9 @@ def test_batch_seeds_do_not_collide_over_many_steps_and_ranks():
     assert len(seeds) == 8000
 
 
-def test_fixed_data_cannot_stream_and_a_fixed_set_refuses_batch():
-    with pytest.raises(ValueError, match="'digits' is a fixed dataset and cannot stream"):
-        builtin_data("digits", n=None)
+def test_procedural_data_streams_by_default_and_a_fixed_set_refuses_batch():
+    assert builtin_data("shapes").stream is not None
+    assert builtin_data("digits").stream is None          # a fixed dataset: it cannot stream
     with pytest.raises(ValueError, match="not a stream"):
         builtin_data("shapes", n=8).batch(4, step=0)
 

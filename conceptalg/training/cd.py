@@ -427,8 +427,8 @@ class Trainer:
         total = cfg.steps - self.step if steps is None else int(steps)
         bar = None
         if progress and self.is_main:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, desc="training", unit="it")
+            from ..progress import progress_bar
+            bar = progress_bar(total, "training")  # plain lines when not on a terminal
         # "seconds" counts training time since the run began, across resumed fits
         start = time.perf_counter() - (self.history[-1].get("seconds", 0.0) if self.history
                                        else 0.0)

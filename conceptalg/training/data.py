@@ -160,11 +160,13 @@ def _is_index(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def builtin_data(name: str, n: int | None = 20_000, seed: int = 0, *,
+def builtin_data(name: str, n: int | None = None, seed: int = 0, *,
                  holdout="default") -> ConceptData:
     """One of the built-in datasets as ``ConceptData``: ``toy2d``, ``shapes`` (with its
     default (shape, colour) hold-out), ``scenes`` (parametric ``at(x, y)``) or ``digits``.
-    ``n=None`` streams procedural data (module docstring): fresh samples every batch.
+    Procedural data streams by default (``n=None``; module docstring): fresh samples every
+    batch; ``n`` asks for a fixed set of ``n`` samples. ``digits`` is a fixed set (``n`` is
+    ignored).
 
     Example:
         >>> data = builtin_data("shapes", n=None)
@@ -173,10 +175,7 @@ def builtin_data(name: str, n: int | None = 20_000, seed: int = 0, *,
     """
     if name not in BUILTIN_DATA:
         raise ValueError(f"unknown built-in data {name!r}; choose one of {BUILTIN_DATA}")
-    if n is None:
-        if name not in PROCEDURAL_DATA:
-            raise ValueError(f"{name!r} is a fixed dataset and cannot stream; streaming data: "
-                             f"{PROCEDURAL_DATA}")
+    if n is None and name in PROCEDURAL_DATA:
         data = _builtin(name, REFERENCE_SAMPLES[name], seed, holdout)
         data.spec["stream"] = True
 

@@ -19,6 +19,14 @@ the clean sample with the same weight ``λ(σ)``. A classifier trained on values
 have gradients that move samples towards its class (a noisy classifier's gradients are not
 perceptually aligned: references.md); the second term fits exactly what guidance uses.
 
+Under ``torchrun`` (an initialised process group, :mod:`.distributed`) every rank draws its
+own batch (streamed data: seeded by the step and the rank; a fixed set: its own generator), and
+the gradients are averaged over the ranks before each optimiser step — one all-reduce of the
+flattened gradients, so the step is the one a single process would take on the union of the
+ranks' batches. The weights, the moving average and the optimiser state stay identical on
+every rank; rank 0 writes checkpoints (with every rank's generator state), and a checkpoint
+resumes on any number of processes.
+
 No chain runs in the loop. For the energy parameterisation ``D = x − σ² ∇_x E`` is built with
 ``create_graph=True``, so θ is trained through the energy's gradient (design §6;
 :class:`~conceptalg.models.diffusion.DiffusionModel`). Adam; an exponential moving average of
@@ -31,7 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Callable, Mapping
 
 import torch
@@ -41,191 +49,18 @@ from torch.optim.swa_utils import AveragedModel
 from ..models.diffusion import DiffusionModel
 from ..models.model import ModelConfig
 from ..models.views import normalise_views, view_name
-from ..sampling.settings import check_int
+from . import distributed as _dist
 from .cd import TrainingDiverged
 from .conditioning import ConceptChoices
 from .data import ConceptData
+from .dsm_config import (AUGMENTATIONS, CONDITIONINGS, EMA_SCHEDULES, NORMALISATIONS,
+                         DSMConfig, _ema_update, default_dsm_config, ema_decay,
+                         noise_statistics)
 
-__all__ = ["DSMConfig", "DSMTrainer", "default_dsm_config", "noise_statistics"]
+__all__ = ["DSMConfig", "DSMTrainer", "default_dsm_config", "noise_statistics", "ema_decay",
+           "AUGMENTATIONS", "CONDITIONINGS", "EMA_SCHEDULES", "NORMALISATIONS"]
 
 _ONLINE = "online."
-#: declared symmetries the base may be trained under (``DSMConfig.augment``)
-AUGMENTATIONS = (None, "channel-permutations")
-#: how the data's centre μ and scale σ_d are chosen (``DSMConfig.normalisation``)
-NORMALISATIONS = ("measured", "bounds")
-#: what each training sample is conditioned on (``DSMConfig.conditioning``)
-CONDITIONINGS = ("one", "complete")
-#: the moving average's warm-up (``DSMConfig.ema_schedule``)
-EMA_SCHEDULES = ("rampup", "warmup")
-
-
-@dataclass
-class DSMConfig:
-    """Hyper-parameters of denoising score matching (saved with checkpoints).
-
-    ``ema`` is the largest decay of the weights' moving average; ``ema_rampup`` keeps its
-    half-life at that fraction of the steps so far until then (EDM's ramp-up: an average over
-    the last 5 % of training, so early snapshots are not held back by the initial weights).
-    ``p_mean``/``p_std``: EDM's log-normal training σ at ``σ_d = 0.5`` (shifted by
-    ``ln(σ_d/0.5)`` for the data's own σ_d). ``sigma_min``/``sigma_max``: the range of levels
-    the model is sampled over; ``sigma_min`` is also the level that stands for the data level
-    (σ = 0). Defaults: images EDM's 0.002–80 scaled by ``σ_d/0.5``; vectors ``0.1 σ_d`` to
-    ``3 σ_d`` (:func:`default_dsm_config`).
-    ``sampling_levels`` and ``rho``: the default reverse-diffusion schedule recorded in the
-    model's ``sampler_defaults`` (Heun on ``sampling_levels`` ρ-spaced levels).
-    ``reference_batch`` > 0 regresses on the *stable target field* (Xu et al. 2023) instead of
-    the sample's own clean point: the posterior mean ``E[x | x̃, c]`` estimated by self-normalised
-    importance weights ``∝ exp(−‖x̃ − x_j‖²/2σ²)`` over the sample and ``reference_batch``
-    other data of its concept — the same optimum, far less gradient noise where many data lie
-    within σ of ``x̃`` (low-dimensional data; the default for vectors).
-    ``classifier_weight`` and ``guidance_weight`` weigh the two losses of classifier heads
-    (``heads="classifier"``, module docstring): cross-entropy of the labels, and the denoising
-    loss of the conditional denoiser ``D_0 + σ² ∇ log p(y | x̃, σ)`` that trains their
-    gradients. ``freeze_base`` trains the classifiers only, over a base trained before
-    (:meth:`~conceptalg.models.DiffusionModel.with_classifiers`).
-    ``augment="channel-permutations"`` declares the data law invariant under permutations of
-    the colour channels (true of ``shapes`` and ``scenes``, whose colours are closed under
-    them): the base (samples drawn for "no concept") trains on images with their channels
-    permuted at random, so it learns the symmetrised law; concept heads train on the data as
-    it is, since a permutation changes their labels.
-    ``normalisation`` chooses the centre μ and scale σ_d of the EDM preconditioning:
-    ``"measured"`` takes the data's own mean and standard deviation; ``"bounds"`` takes the
-    middle of the data's bounds and a quarter of their width (EDM's images: [−1, 1] with
-    σ_d = 0.5, i.e. 0.5 and 0.25 on [0, 1]).
-    ``conditioning``: ``"one"`` conditions each sample on one concept that holds for it (the
-    base with probability ``base_fraction``); ``"complete"`` on *all* its factors' values at
-    once, each dropped independently with probability ``drop_rate`` (and all of them, the base,
-    with probability ``base_fraction``) —
-    Okawa et al. 2023 and Farid et al. 2025 find complete conditioning drives compositional
-    generalisation; it trains single concepts, pairs and the base in one objective
-    (``drop_rate`` 0.2: a single concept of three factors in 0.8·0.2² ≈ 3 % per factor).
-    ``ema_schedule``: ``"rampup"`` (above) or ``"warmup"``, the decay ``min(ema, (1+t)/(10+t))``
-    (an average over the last ``1/(1 − ema)`` steps as soon as ``t`` allows).
-    """
-
-    steps: int = 7500
-    batch_size: int = 64
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    ema: float = 0.999
-    ema_rampup: float = 0.05
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    base_fraction: float = 0.2
-    grad_clip: float = 1.0
-    sigma_min: float | None = None
-    sigma_max: float | None = None
-    sampling_levels: int = 18
-    rho: float = 7.0
-    max_loss: float = 1e4
-    reference_batch: int = 0
-    classifier_weight: float = 1.0
-    guidance_weight: float = 10.0
-    freeze_base: bool = False
-    augment: str | None = None
-    normalisation: str = "measured"
-    ema_schedule: str = "rampup"
-    conditioning: str = "one"
-    drop_rate: float = 0.2
-    seed: int = 0
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        for name in ("steps", "batch_size", "log_every", "sampling_levels"):
-            check_int(name, getattr(self, name), 1)
-        check_int("reference_batch", self.reference_batch, 0)
-        check_int("seed", self.seed, 0)
-        for name in ("lr", "p_std", "grad_clip", "rho", "max_loss", "ema_rampup"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not (isinstance(self.p_mean, (int, float)) and math.isfinite(self.p_mean)):
-            raise ValueError(f"p_mean must be a finite number, got {self.p_mean!r}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
-        if not 0 <= self.base_fraction <= 1:
-            raise ValueError(f"base_fraction must be in [0, 1], got {self.base_fraction!r}")
-        if self.conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got "
-                             f"{self.conditioning!r}")
-        if not 0 <= self.drop_rate < 1:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate!r}")
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
-                             f"{self.normalisation!r}")
-        if self.ema_schedule not in EMA_SCHEDULES:
-            raise ValueError(f"ema_schedule must be one of {EMA_SCHEDULES}, got "
-                             f"{self.ema_schedule!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        for name in ("classifier_weight", "guidance_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        for name in ("sigma_min", "sigma_max"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be None or a finite number > 0, got {value!r}")
-
-
-def default_dsm_config(sample_shape, **overrides) -> DSMConfig:
-    """Defaults by kind of data: EDM's image recipe (the prototype of references.md: batch 64,
-    Adam 1e-3, EMA 0.999) for ``[C, H, W]``; for vectors a larger batch and a shorter EMA
-    (small MLPs train in a minute, and a 1000-step average would lag behind them).
-
-    Example:
-        >>> default_dsm_config((2,)).batch_size, default_dsm_config((3, 32, 32)).batch_size
-        (256, 64)
-    """
-    if len(tuple(sample_shape)) == 3:
-        return DSMConfig(**overrides)
-    # Denoising signal about a smooth density's shape falls like σ² below its own scale, so
-    # vectors train (median σ ≈ 0.19 σ_d) and sample (σ_min = 0.1 σ_d) where the energies are
-    # still learned; on toy2d (σ_d ≈ 1.6) composing at σ = 0.15 beat 0.1 and 0.2 in MMD².
-    base: dict[str, Any] = dict(batch_size=256, lr=2e-3, ema=0.99, steps=4000, base_fraction=0.2,
-                                reference_batch=1024, p_mean=-2.4, p_std=1.2)
-    base.update(overrides)
-    return DSMConfig(**base)
-
-
-def noise_statistics(x: Tensor, config: DSMConfig,
-                     bounds: tuple[float, float] | None = None) -> dict[str, Any]:
-    """The model's ``noise`` entry from data ``x[N, ...]``: the centre μ (one number for images,
-    one per coordinate for vectors), ``σ_d`` and the σ range — measured from the data, or from
-    its ``bounds`` under ``config.normalisation="bounds"`` (the config's docstring).
-
-    Example:
-        >>> stats = noise_statistics(torch.tensor([[0.0, 2.0], [2.0, 4.0]]), DSMConfig())
-        >>> stats["mean"], stats["sigma_data"]
-        ([1.0, 3.0], 1.0)
-        >>> images = torch.rand(4, 3, 8, 8)
-        >>> stats = noise_statistics(images, DSMConfig(normalisation="bounds"), (0.0, 1.0))
-        >>> stats["mean"], stats["sigma_data"], stats["sigma_max"]
-        (0.5, 0.25, 40.0)
-    """
-    x = x.double()
-    if config.normalisation == "bounds":
-        if bounds is None:
-            raise ValueError("normalisation='bounds' needs data with bounds (images in [0, 1]); "
-                             "use normalisation='measured'")
-        lo, hi = map(float, bounds)
-        mean, sigma_data = torch.tensor(0.5 * (lo + hi), dtype=torch.float64), 0.25 * (hi - lo)
-    else:
-        mean = x.mean() if x.dim() == 4 else x.mean(0)
-        sigma_data = float((x - mean).square().mean().sqrt())
-    if not (math.isfinite(sigma_data) and sigma_data > 0):
-        raise ValueError(f"the data has no spread (σ_d = {sigma_data}); denoising score matching "
-                         f"needs data that varies")
-    scale = sigma_data / 0.5
-    low, high = (0.002 * scale, 80.0 * scale) if x.dim() == 4 else \
-        (0.1 * sigma_data, 3.0 * sigma_data)
-    return {"mean": float(mean) if mean.dim() == 0 else [float(m) for m in mean],
-            "sigma_data": sigma_data,
-            "sigma_min": config.sigma_min if config.sigma_min is not None else low,
-            "sigma_max": config.sigma_max if config.sigma_max is not None else high}
-
-
 class DSMTrainer:
     """Trains a :class:`~conceptalg.models.diffusion.DiffusionModel` on :class:`ConceptData`
     by denoising score matching. ``trainer.model`` is the EMA model (what samples);
@@ -245,11 +80,18 @@ class DSMTrainer:
                  config: DSMConfig | None = None, parameterization: str = "energy",
                  heads: str = "film", views: Mapping[str, Any] | None = None,
                  backbone_options: dict | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None,
+                 distributed: bool | None = None) -> None:
         self.data = data
         self.config = config or default_dsm_config(data.sample_shape)
         cfg = self.config
-        self.device = torch.device(device or "cpu")
+        # None: join the initialised process group, if any; False: train alone regardless.
+        self.dist = None if distributed is False else _dist.current(device)
+        if distributed and self.dist is None:
+            raise ValueError("distributed=True needs an initialised process group: start the "
+                             "processes with torchrun and call "
+                             "conceptalg.training.distributed.from_environment() first")
+        self.device = self.dist.device if self.dist else torch.device(device or "cpu")
         if model is None:
             modules = {f: v for f, v in dict(views or {}).items() if isinstance(v, nn.Module)}
             with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
@@ -283,7 +125,8 @@ class DSMTrainer:
             for p in base:
                 p.requires_grad_(False)
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(
+            _dist.rank_seed(cfg.seed, self.rank))
         self._choices = ConceptChoices(data, self.online.index)
         self._members = self._concept_members() if cfg.reference_batch else None
         guided = self.online.guided
@@ -310,8 +153,23 @@ class DSMTrainer:
         self._labels = torch.stack([data.labels[f] for f in self._factors], 1) \
             if self._factors else torch.zeros(len(data), 0, dtype=torch.long)       # [N, F]
         self.step = 0
-        self.rank = 0
         self.history: list[dict[str, float]] = []
+        self._setup_checked = self.dist is None
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (0 when training alone)."""
+        return self.dist.rank if self.dist else 0
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes training together (1 when training alone)."""
+        return self.dist.world_size if self.dist else 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process logs and writes files (rank 0)."""
+        return self.rank == 0
 
     @property
     def model(self) -> DiffusionModel:
@@ -527,8 +385,10 @@ class DSMTrainer:
             loss = self.loss(*self._batch())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for group in self.optimizer.param_groups for p in group["params"]], cfg.grad_clip)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.dist is not None:
+            loss, parts = self._average_gradients(params, loss.detach(), parts)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         value = float(loss.detach())
         if not (math.isfinite(value) and value < cfg.max_loss and torch.isfinite(grad_norm)):
             raise TrainingDiverged(
@@ -542,6 +402,40 @@ class DSMTrainer:
         return {"step": self.step, "loss": value, "grad norm": float(grad_norm),
                 **dict(zip(parts, values))}
 
+    def _average_gradients(self, params: list[nn.Parameter], loss: Tensor,
+                           parts: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Average the gradients, the loss and its logged parts over the ranks (one
+        all-reduce; a parameter without a gradient counts as zero on that rank). The first
+        call checks that every rank has the same set-up."""
+        if not self._setup_checked:
+            self._check_setup()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        dtype = grads[0].dtype
+        has = torch.tensor([float(p.grad is not None) for p in params], dtype=dtype,
+                           device=grads[0].device)                         # [P]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1).to(dtype)] +
+                         [v.reshape(1).to(dtype) for v in parts.values()] + [has])
+        with _dist.guard(self.dist, f"averaging the gradients of step {self.step + 1}"):
+            _dist.dist.all_reduce(flat)
+        used = flat[-len(params):] > 0   # a gradient on some rank (else none, as alone)
+        flat = flat[:-len(params)] / self.world_size
+        offset = 0
+        for p, g, u in zip(params, grads, used.tolist()):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone() if u else None
+            offset += n
+        return flat[offset], dict(zip(parts, flat[offset + 1:]))
+
+    def _check_setup(self) -> None:
+        setup = {"train_config": asdict(self.config), "model": self.online.config.to_dict(),
+                 "step": self.step, "data": {"name": self.data.name, "n": len(self.data),
+                                             "factors": self.data.factors,
+                                             "stream": self.data.stream is not None,
+                                             **self.data.spec}}
+        with _dist.guard(self.dist, "comparing the ranks' set-ups at start"):
+            _dist.check_same_setup(setup, self.dist)
+        self._setup_checked = True
+
     def fit(self, steps: int | None = None, *, progress: bool = False,
             callback: Callable[["DSMTrainer", dict], None] | None = None) -> list[dict]:
         """Run ``steps`` iterations (default: up to ``config.steps``); returns the history of
@@ -550,9 +444,9 @@ class DSMTrainer:
         cfg = self.config
         total = cfg.steps - self.step if steps is None else int(steps)
         bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, desc="training (dsm)", unit="it")
+        if progress and self.is_main:
+            from ..progress import progress_bar
+            bar = progress_bar(total, "training (dsm)")  # plain lines when not on a terminal
         last = self.history[-1] if self.history else {}
         start = time.perf_counter() - last.get("seconds", 0.0)
         cpu_start = time.process_time() - last.get("cpu seconds", 0.0)
@@ -586,26 +480,50 @@ class DSMTrainer:
     def metadata(self) -> dict[str, Any]:
         """What a checkpoint records besides tensors (JSON)."""
         return {"objective": "dsm", "train_config": asdict(self.config), "step": self.step,
-                "history": self.history, "world_size": 1,
+                "history": self.history, "world_size": self.world_size,
                 "data": {"name": self.data.name, "n": len(self.data),
                          "factors": self.data.factors,
                          "parametric": sorted(self.data.parametric), **self.data.spec}}
 
     def save(self, run_dir, *, keep: int | None = 3):
         """Write a checkpoint: the EMA model as *the* model (what ``conceptalg.load`` returns),
-        the online weights, optimiser and every RNG state for an exact resume."""
+        the online weights, optimiser and every RNG state for an exact resume. In a
+        multi-process run every rank must call it: the ranks' generators are gathered to rank 0
+        (rank ``r``'s under ``rank.<r>.generator``), rank 0 writes, the others wait."""
+        from pathlib import Path
+
         from .checkpoint import rng_state_tensors, save_checkpoint
 
-        tensors = {_ONLINE + k: v for k, v in self.online.state_dict().items()}
-        tensors["ema.n_averaged"] = self.ema.n_averaged.detach().clone()
-        tensors["generator"] = self.generator.get_state()
-        tensors.update(rng_state_tensors())
-        return save_checkpoint(run_dir, self.step, model=self.model, optimizer=self.optimizer,
-                               tensors=tensors, metadata=self.metadata(), keep=keep)
+        mine = {"generator": self.generator.get_state()}
+        ranks: list | None = [mine]
+        if self.dist is not None:
+            with _dist.guard(self.dist, f"gathering the generators for the checkpoint of step "
+                                        f"{self.step}"):
+                ranks = _dist.gather_to_main(mine, self.dist)
+        path = Path(run_dir) / f"ckpt-{self.step:06d}"
+        if ranks is not None:
+            tensors = {_ONLINE + k: v for k, v in self.online.state_dict().items()}
+            tensors["ema.n_averaged"] = self.ema.n_averaged.detach().clone()
+            tensors["generator"] = ranks[0]["generator"]
+            for r, state in enumerate(ranks[1:], start=1):
+                tensors[f"rank.{r}.generator"] = state["generator"]
+            tensors.update(rng_state_tensors())
+            path = save_checkpoint(run_dir, self.step, model=self.model,
+                                   optimizer=self.optimizer, tensors=tensors,
+                                   metadata=self.metadata(), keep=keep)
+        if self.dist is not None:
+            with _dist.guard(self.dist, f"waiting for rank 0 to write the checkpoint of step "
+                                        f"{self.step}"):
+                _dist.dist.barrier()
+        return path
 
     @classmethod
-    def resume(cls, path, data: ConceptData, *, device=None, steps: int | None = None):
-        """A trainer continuing from a checkpoint written by :meth:`save` (bitwise on CPU)."""
+    def resume(cls, path, data: ConceptData, *, device=None, steps: int | None = None,
+               distributed: bool | None = None):
+        """A trainer continuing from a checkpoint written by :meth:`save`: bitwise on CPU with
+        the same number of processes; with another number the weights, average and optimiser
+        continue exactly and each rank that existed takes its own generator back (a new rank
+        starts its own seeded one)."""
         from ..errors import CheckpointError
         from .checkpoint import load_checkpoint, restore_rng_state
 
@@ -620,11 +538,14 @@ class DSMTrainer:
         online = copy.deepcopy(ckpt.model)
         online.load_state_dict({k[len(_ONLINE):]: v for k, v in ckpt.tensors.items()
                                 if k.startswith(_ONLINE)})
-        trainer = cls(data, model=online, config=DSMConfig(**settings), device=device)
+        trainer = cls(data, model=online, config=DSMConfig(**settings), device=device,
+                      distributed=distributed)
         trainer.ema.module.load_state_dict(ckpt.model.state_dict())
         trainer.ema.n_averaged.copy_(ckpt.tensors["ema.n_averaged"])
         ckpt.load_optimizer_state(trainer.optimizer)
-        trainer.generator.set_state(ckpt.tensors["generator"].cpu())
+        key = "generator" if trainer.rank == 0 else f"rank.{trainer.rank}.generator"
+        if key in ckpt.tensors:  # a rank the saved run did not have keeps its fresh seed
+            trainer.generator.set_state(ckpt.tensors[key].cpu())
         restore_rng_state(ckpt.tensors)
         trainer.step = ckpt.step
         trainer.history = list(ckpt.metadata.get("history", []))
@@ -640,31 +561,6 @@ def _sampler_defaults(image: bool, parameterization: str,
     if image or parameterization == "score":
         return {"sampler": "heun", "sigmas": [round(s, 6) for s in levels]}
     return {"sampler": "mala", "steps": 600}
-
-
-def ema_decay(step: int, ema: float, rampup: float, schedule: str = "rampup") -> float:
-    """The moving average's decay after ``step`` updates. ``"rampup"``:
-    ``min(ema, 0.5^(1/(rampup·step)))``, a half-life of ``rampup·step`` updates until it reaches
-    ``ema`` (Karras et al. 2022); ``"warmup"``: ``min(ema, (1 + step)/(10 + step))``.
-
-    Example:
-        >>> round(ema_decay(1000, 0.999, 0.05), 4), ema_decay(10 ** 6, 0.999, 0.05)
-        (0.9862, 0.999)
-        >>> round(ema_decay(1000, 0.999, 0.05, "warmup"), 4)
-        0.9911
-    """
-    if schedule == "warmup":
-        return min(ema, (1.0 + step) / (10.0 + step))
-    return min(ema, 0.5 ** (1.0 / max(rampup * step, 1e-12)))
-
-
-def _ema_update(ema: float, rampup: float, schedule: str = "rampup"):
-    """``multi_avg_fn`` for :class:`torch.optim.swa_utils.AveragedModel`: one in-place step
-    ``avg ← avg + (1 − d)(θ − avg)`` of every tensor, ``d`` from :func:`ema_decay`."""
-    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        d = ema_decay(int(num_averaged), ema, rampup, schedule)
-        torch._foreach_lerp_(averaged, current, 1.0 - d)
-    return update
 
 
 def _view(v: Tensor, like: Tensor) -> Tensor:
