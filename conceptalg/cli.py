@@ -189,8 +189,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if any((c / "optimizer.safetensors").exists() for c in out.glob("ckpt-*")):
         raise UsageError(f"OUT {out} holds a training run (checkpoints with optimiser state), "
                          f"which export would prune to one checkpoint; choose a new folder")
-    # an earlier export in OUT is replaced: resume=True lets it through
-    check_run_dir(out, resume=True, option="OUT", holds="the exported model")
+    # an earlier export in OUT is replaced: resume lets it through (and only it: resume
+    # with no run there is an error)
+    check_run_dir(out, resume=(out / "latest").exists(), option="OUT",
+                  holds="the exported model")
     from .training.export import export_model
 
     try:

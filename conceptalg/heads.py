@@ -225,7 +225,8 @@ def _check_arity(value: object, what: str) -> int | None:
 
 
 def _check_arg_range(value: object, what: str) -> tuple[float, float] | None:
-    """A declared argument range: ``None`` or ``(low, high)``, numbers (±inf allowed), low ≤ high."""
+    """A declared argument range: ``None`` or ``(low, high)``, numbers (±inf allowed) with
+    low ≤ high."""
     if value is None:
         return None
     try:

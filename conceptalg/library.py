@@ -167,10 +167,10 @@ class ConceptLibrary:
             >>> lib = ConceptLibrary().add("at", at, arity=2, arg_range=(0, 1))
             >>> lib.resolve("at(0.5, 0.5)").spelling
             'at(...)'
-            >>> lib.resolve("at(0.5)")
+            >>> lib.resolve("at(0.5)")  # doctest: +ELLIPSIS
             Traceback (most recent call last):
               ...
-            conceptalg.errors.ConceptArgumentError: `at` takes 2 arguments, got 1 in `at(0.5)`; write e.g. `at(0.5, 0.5)`
+            conceptalg.errors.ConceptArgumentError: `at` takes 2 arguments, got 1 in `at(0.5)`; ...
         """
         if not callable(fn):
             raise TypeError(f"the energy of {name!r} must be callable, got {type(fn).__name__}")

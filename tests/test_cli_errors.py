@@ -1,7 +1,8 @@
 """Every bad call of every subcommand ends with one line on stderr, ``conceptalg <cmd>: ...``
-(plus indented context: the expression and a caret), and its exit code (2: usage; 1: the model
-or data cannot do it) — never a traceback, and never after work has started (sampling and data
-loading are replaced by functions that fail the test).
+(plus indented context: the expression and a caret), and its exit code (2: usage, including an
+expression with wrong arguments and a missing, truncated or corrupt checkpoint or input file;
+1: the model or data cannot do it) — never a traceback, and never after work has started
+(sampling and data loading are replaced by functions that fail the test).
 """
 
 import os
@@ -18,10 +19,12 @@ from conceptalg.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = str(ROOT / "models" / "shapes")
+SCENES = str(ROOT / "models" / "scenes")
 SUBCOMMANDS = ("parse", "explain", "train", "export", "sample", "evaluate", "extrapolate",
                "infer")
 
-# (id, argv with {shapes} {toy} {tmp} placeholders, exit code, texts the message contains)
+# (id, argv with {shapes} {scenes} {toy} {tmp} and damaged-checkpoint placeholders ({truncated},
+# {altered}, {garbled}, {nested}, {pointer}: see `damaged`), exit code, texts the message contains)
 CASES = [
     # --- sample ----------------------------------------------------------------------------
     ("sample --n 0", ["sample", "red", "--model", "{shapes}", "--n", "0"], 2,
@@ -49,8 +52,8 @@ CASES = [
      ["--save", "does not exist"]),
     ("sample --sigmas increasing", ["sample", "red", "--model", "{shapes}", "--sigmas", "1,2"], 2,
      ["argument --sigmas: sigmas must be non-increasing", "e.g. 10,1,0.1"]),
-    ("sample --sigmas zero", ["sample", "red", "--model", "{shapes}", "--sigmas", "1,0"], 2,
-     ["finite and > 0"]),
+    ("sample --sigmas negative", ["sample", "red", "--model", "{shapes}", "--sigmas", "1,-1"], 2,
+     ["finite and ≥ 0 (0 is the data level)"]),
     ("sample --sigmas text", ["sample", "red", "--model", "{shapes}", "--sigmas", "big,small"], 2,
      ["numbers separated by commas"]),
     ("sample --guidance-scale -1", ["sample", "red", "--model", "{shapes}", "--guidance-scale",
@@ -64,7 +67,29 @@ CASES = [
     ("sample without --model", ["sample", "red"], 2,
      ["the following arguments are required: --model"]),
     ("sample missing model", ["sample", "red", "--model", "{tmp}/nope", "--out", "{tmp}/g.png"],
-     1, ["CheckpointError", "no such checkpoint or run directory"]),
+     2, ["CheckpointError", "no such checkpoint or run directory"]),
+    ("sample truncated weights", ["sample", "red", "--model", "{truncated}", "--out",
+                                  "{tmp}/g.png"], 2,
+     ["CheckpointError", "model.safetensors: 1000 bytes, expected", "truncated or altered"]),
+    ("sample altered weights", ["sample", "red", "--model", "{altered}", "--out", "{tmp}/g.png"],
+     2, ["CheckpointError", "model.safetensors: SHA-256 mismatch"]),
+    ("sample truncated config", ["sample", "red", "--model", "{garbled}", "--out", "{tmp}/g.png"],
+     2, ["CheckpointError", "config.json: not valid JSON", "truncated or corrupted"]),
+    ("sample a weights file as the model", ["sample", "red", "--model",
+                                            "{truncated}/model.safetensors", "--out",
+                                            "{tmp}/g.png"], 2, ["CheckpointError", "is a file"]),
+    ("sample wrong number of arguments", ["sample", "at(0.3)", "--model", "{scenes}", "--out",
+                                          "{tmp}/g.png"], 2,
+     ["wrong arguments at line 1, column 1: `at` takes 2 arguments, got 1 in `at(0.3)`"]),
+    ("sample too many arguments", ["sample", "at(0.1, 0.2) & at(0.3, 0.4, 0.5)", "--model",
+                                   "{scenes}", "--out", "{tmp}/g.png"], 2,
+     ["line 1, column 16: `at` takes 2 arguments, got 3"]),
+    ("sample parametric without arguments", ["sample", "at", "--model", "{scenes}", "--out",
+                                             "{tmp}/g.png"], 2,
+     ["`at` is parametric: give its arguments (2 numbers), e.g. `at(0.5, 0.5)`"]),
+    ("sample arguments to a plain concept", ["sample", "red(1)", "--model", "{shapes}", "--out",
+                                             "{tmp}/g.png"], 2,
+     ["`color=red` takes no arguments; write `color=red`"]),
     ("sample unknown concept", ["sample", "rde", "--model", "{shapes}", "--out", "{tmp}/g.png"],
      1, ["unknown concept `rde`; did you mean `red`?"]),
     ("sample syntax", ["sample", "red &", "--model", "{shapes}", "--out", "{tmp}/g.png"], 2,
@@ -130,7 +155,7 @@ CASES = [
     ("train --data", ["train", "--data", "mnist", "--out", "{tmp}/run"], 2,
      ["argument --data: invalid choice: 'mnist'"]),
     # --- export ----------------------------------------------------------------------------
-    ("export missing run", ["export", "{tmp}/nope", "{tmp}/m"], 1,
+    ("export missing run", ["export", "{tmp}/nope", "{tmp}/m"], 2,
      ["CheckpointError", "no such checkpoint or run directory"]),
     ("export --init-bank -1", ["export", "{toy}", "{tmp}/m", "--init-bank", "-1"], 2,
      ["argument --init-bank: must be an integer ≥ 0"]),
@@ -166,8 +191,15 @@ CASES = [
      ["syntax error"]),
     ("evaluate --threads 0", ["evaluate", "--model", "{shapes}", "--expr", "red", "--threads",
                               "0"], 2, ["argument --threads: must be an integer ≥ 1"]),
-    ("evaluate missing model", ["evaluate", "--model", "{tmp}/nope", "--expr", "red"], 1,
+    ("evaluate missing model", ["evaluate", "--model", "{tmp}/nope", "--expr", "red"], 2,
      ["CheckpointError"]),
+    ("evaluate truncated weights", ["evaluate", "--model", "{truncated}", "--expr", "red"], 2,
+     ["CheckpointError", "truncated or altered"]),
+    ("evaluate deeply nested config", ["evaluate", "--model", "{nested}", "--expr", "red"], 2,
+     ["CheckpointError", "config.json: not valid JSON (RecursionError"]),
+    ("evaluate wrong number of arguments", ["evaluate", "--model", "{scenes}", "--expr",
+                                            "at(0.3, 0.3)", "--expr", "at(0.3)"], 2,
+     ["wrong arguments at line 1, column 1: `at` takes 2 arguments, got 1"]),
     # --- extrapolate -----------------------------------------------------------------------
     ("extrapolate --factors one", ["extrapolate", "--model", "{shapes}", "--factors", "shape"], 2,
      ["--factors takes two factor names like 'shape,color', got 'shape'"]),
@@ -185,8 +217,22 @@ CASES = [
     ("extrapolate --n x", ["extrapolate", "--model", "{shapes}", "--n", "x"], 2,
      ["argument --n: expected an integer ≥ 1, got 'x'"]),
     # --- infer -----------------------------------------------------------------------------
-    ("infer missing model", ["infer", "--model", "{tmp}/nope", "{tmp}/small.png"], 1,
+    ("infer missing model", ["infer", "--model", "{tmp}/nope", "{tmp}/small.png"], 2,
      ["CheckpointError", "no such checkpoint or run directory"]),
+    ("infer truncated weights", ["infer", "--model", "{truncated}", "{tmp}/small.png"], 2,
+     ["CheckpointError", "truncated or altered"]),
+    ("infer altered weights", ["infer", "--model", "{altered}", "{tmp}/small.png"], 2,
+     ["CheckpointError", "SHA-256 mismatch"]),
+    ("infer truncated config", ["infer", "--model", "{garbled}", "{tmp}/small.png"], 2,
+     ["CheckpointError", "not valid JSON"]),
+    ("infer deeply nested config", ["infer", "--model", "{nested}", "{tmp}/small.png"], 2,
+     ["CheckpointError", "RecursionError"]),
+    ("infer latest is a folder", ["infer", "--model", "{pointer}", "{tmp}/small.png"], 2,
+     ["CheckpointError", "not a valid 'latest' pointer"]),
+    ("infer truncated safetensors", ["infer", "--model", "{shapes}", "{tmp}/cut.safetensors"], 2,
+     ["cannot read IMAGE", "cut.safetensors", "truncated or corrupt"]),
+    ("infer corrupt npz", ["infer", "--model", "{shapes}", "{tmp}/bad.npz"], 2,
+     ["cannot read IMAGE", "bad.npz"]),
     ("infer without --model", ["infer", "{tmp}/small.png"], 2,
      ["the following arguments are required: --model"]),
     ("infer missing image", ["infer", "--model", "{shapes}", "{tmp}/nope.png"], 2,
@@ -202,7 +248,7 @@ CASES = [
      ["file: cannot tell its kind from its name"]),
     ("infer two tensor files", ["infer", "--model", "{shapes}", "{tmp}/a.pt", "{tmp}/a.pt"], 2,
      ["give one tensor file, or picture files"]),
-    ("infer damaged picture", ["infer", "--model", "{shapes}", "{tmp}/bad.png"], 1,
+    ("infer damaged picture", ["infer", "--model", "{shapes}", "{tmp}/bad.png"], 2,
      ["cannot read IMAGE", "bad.png"]),
     ("infer --csv not csv", ["infer", "--model", "{shapes}", "{tmp}/small.png", "--csv",
                              "{tmp}/t.txt"], 2, ["--csv", "must end in .csv"]),
@@ -221,7 +267,9 @@ CASES = [
      ["argument --guidance-scale: must be a finite"]),
     ("explain --semantics", ["explain", "a", "--semantics", "fuzzy"], 2,
      ["argument --semantics: invalid choice"]),
-    ("explain missing model", ["explain", "a", "--model", "{tmp}/nope"], 1, ["CheckpointError"]),
+    ("explain missing model", ["explain", "a", "--model", "{tmp}/nope"], 2, ["CheckpointError"]),
+    ("explain wrong number of arguments", ["explain", "at(0.3)", "--model", "{scenes}"], 2,
+     ["wrong arguments at line 1, column 1: `at` takes 2 arguments, got 1"]),
     ("parse syntax", ["parse", "a b"], 2,
      ["syntax error", "Missing operator between 'a' and 'b'"]),
     ("no command", [], 2, ["the following arguments are required: COMMAND"]),
@@ -241,6 +289,33 @@ def toy(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("toy") / "run"
     trainer.save(out)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> dict[str, str]:
+    """Copies of the shipped shapes checkpoint, each damaged one way: ``truncated`` (weights cut
+    to 1000 bytes), ``altered`` (weights overwritten, same size), ``garbled`` (config.json cut
+    short), ``nested`` (config.json nested past the JSON parser's recursion limit) and
+    ``pointer`` (a run directory whose ``latest`` is a folder)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("damaged")
+    source = next(Path(SHAPES).glob("ckpt-*"))
+    out = {}
+    for name in ("truncated", "altered", "garbled", "nested"):
+        out[name] = root / name
+        shutil.copytree(source, out[name])
+    weights = out["truncated"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    weights = out["altered"] / "model.safetensors"
+    weights.write_bytes(bytes(weights.stat().st_size))
+    config = out["garbled"] / "config.json"
+    config.write_bytes(config.read_bytes()[:500])
+    (out["nested"] / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    out["pointer"] = root / "pointer"
+    shutil.copytree(source, out["pointer"] / source.name)
+    (out["pointer"] / "latest").mkdir()
+    return {k: str(v) for k, v in out.items()}
 
 
 @pytest.fixture
@@ -268,7 +343,8 @@ def run(argv: list[str]) -> int:
 
 
 @pytest.mark.parametrize("argv, code, texts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_call_ends_with_one_line(argv, code, texts, toy, tmp_path, no_work, capsys):
+def test_bad_call_ends_with_one_line(argv, code, texts, toy, damaged, tmp_path, no_work,
+                                     capsys):
     (tmp_path / "file").write_text("not a folder")
     (tmp_path / "dir.png").mkdir()
     (tmp_path / "oldrun").mkdir()
@@ -276,8 +352,14 @@ def test_bad_call_ends_with_one_line(argv, code, texts, toy, tmp_path, no_work, 
     matplotlib.image.imsave(tmp_path / "small.png", np.zeros((16, 16, 3)))  # shapes are 32×32
     (tmp_path / "bad.png").write_bytes(b"not a picture")
     (tmp_path / "a.pt").write_bytes(b"")
+    from safetensors.torch import save
+
+    (tmp_path / "cut.safetensors").write_bytes(save({"images": __import__("torch").zeros(
+        2, 3, 32, 32)})[:300])
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip archive")
     __import__("torch").save(__import__("torch").zeros(2, 2), tmp_path / "points.pt")
-    argv = [a.format(shapes=SHAPES, toy=toy, tmp=tmp_path) for a in argv]
+    argv = [a.format(shapes=SHAPES, scenes=SCENES, toy=toy, tmp=tmp_path, **damaged)
+            for a in argv]
     known = argv and argv[0] in SUBCOMMANDS
     assert run(argv) == code
     err = capsys.readouterr().err
@@ -318,6 +400,8 @@ SUBPROCESS_CASES = [
                                    "--out", "{tmp}/run"], "conceptalg train: --root"),
     ("sample --n 0", ["sample", "red", "--model", SHAPES, "--n", "0"],
      "conceptalg sample: argument --n/--num-samples"),
+    ("sample missing model", ["sample", "red", "--model", "{tmp}/nope", "--out", "{tmp}/g.png"],
+     "conceptalg sample: CheckpointError: "),
 ]
 
 

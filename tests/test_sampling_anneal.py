@@ -250,6 +250,90 @@ def test_noise_scale_keeps_the_temperature_fixed_over_levels():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+# --------------------------------------------------------------- σ = 0: the data level
+@pytest.mark.parametrize("name, run", EXACT, ids=[e[0] for e in EXACT])
+def test_a_last_level_of_zero_is_the_data_level(name, run):
+    x, info = conceptalg.sample(Gaussian(), N, shape=(2,), sigmas=[3.0, 1.0, 0.0], seed=11,
+                                return_info=True, **run)
+    assert_law(x, MU, SIGMA)                                              # N(μ, Σ): σ = 0
+    step = info["step size"]
+    assert torch.all(torch.isfinite(step)) and torch.all(step > 0)
+    target = {"mala": 0.574, "hmc": 0.8, "mh": 0.234}[name]
+    assert all(abs(r - target) < 0.15 for r in info["acceptance rate per level"])
+
+
+ZERO_LEVELS = [("last", [3.0, 1.0, 0.0]), ("two-zeros", [2.0, 0.0, 0.0]), ("only", [0.0])]
+
+
+@pytest.mark.parametrize("sigmas", [z[1] for z in ZERO_LEVELS], ids=[z[0] for z in ZERO_LEVELS])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc", "mh"])
+def test_every_mcmc_kernel_runs_levels_of_zero_with_a_positive_step(sampler, sigmas):
+    seen = []
+
+    def energy(x, sigma):
+        if not seen or seen[-1] != float(sigma[0]):
+            seen.append(float(sigma[0]))
+        return 0.5 * (x ** 2).sum(1) / (1 + sigma ** 2)
+
+    x, info = conceptalg.sample(energy, 16, shape=(2,), sampler=sampler, steps=6,
+                                sigmas=sigmas, seed=0, return_info=True)
+    assert seen == sorted(set(sigmas), reverse=True)                       # 0 is evaluated
+    assert torch.all(torch.isfinite(x))
+    assert torch.all(info["step size"] > 0) and torch.all(torch.isfinite(info["step size"]))
+
+
+STEP_RULE = [  # (id, sigmas, σ_d, the factors (σ_l² + σ_d²)/(σ_L² + σ_d²) by hand)
+    ("last-zero", [3.0, 1.0, 0.0], 0.5, [37.0, 5.0, 1.0]),
+    ("zeros", [2.0, 0.0, 0.0], 1.0, [5.0, 1.0, 1.0]),
+    ("only-zero", [0.0], 0.1, [1.0]),
+    ("small-data-scale", [1.0, 0.0], 1e-3, [1e6 + 1.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("sigmas, sigma_data, factors", [r[1:] for r in STEP_RULE],
+                         ids=[r[0] for r in STEP_RULE])
+def test_step_rule_at_level_zero_neither_divides_by_zero_nor_vanishes(sigmas, sigma_data,
+                                                                      factors):
+    ratios = step_ratios(sigmas, sigma_data)
+    assert ratios == pytest.approx(factors, rel=1e-12) and ratios[-1] == 1.0
+    assert all(math.isfinite(r) and r >= 1.0 for r in ratios)
+
+
+def test_the_last_level_of_zero_keeps_the_given_step_size():
+    _, info = conceptalg.sample(Gaussian(), 10, shape=(2,), sampler=Langevin(step_size=0.02),
+                                steps=3, sigmas=[2.0, 0.0], seed=0, return_info=True)
+    assert torch.all(info["step size"] == 0.02) and info["sigmas"] == [2.0, 0.0]
+
+
+HEUN_ZERO = [("deterministic", Heun()), ("churn", Heun(churn=5.0))]
+
+
+@pytest.mark.parametrize("sampler", [h[1] for h in HEUN_ZERO], ids=[h[0] for h in HEUN_ZERO])
+def test_heun_takes_a_trailing_zero_as_the_end_it_reaches_anyway(sampler):
+    levels, seen = karras_sigmas(12, 0.05, 10.0), []
+
+    class Recording(Gaussian):
+        def __call__(self, x, sigma=None):
+            seen.append(float(sigma[0]))
+            return super().__call__(x, sigma)
+
+    x0 = _noised_start(10.0)[:200]
+    run = dict(sampler=sampler, init=x0, seed=3, return_info=True)
+    plain, info = conceptalg.sample(Recording(), 200, sigmas=levels, **run)
+    evaluated = list(seen)
+    seen.clear()
+    ended, info0 = conceptalg.sample(Recording(), 200, sigmas=levels + [0.0, 0.0], **run)
+    assert torch.equal(bits(plain), bits(ended))                          # the same run
+    assert seen == evaluated and 0.0 not in seen                          # no step at σ = 0
+    assert info0["score evaluations"] == info["score evaluations"] == 2 * len(levels) - 1
+    assert info0["sigmas"] == levels + [0.0, 0.0]
+
+
+def test_check_sigmas_accepts_the_data_level():
+    assert check_sigmas([2.0, 0.5, 0, 0.0]) == (2.0, 0.5, 0.0, 0.0)
+    assert check_sigmas(torch.tensor([1.0, 0.0])) == (1.0, 0.0)
+
+
 # ------------------------------------------------------------------------ reproducibility
 SEEDED = [("langevin", dict(sampler="langevin", steps=10)),
           ("mala", dict(sampler="mala", steps=10)),
@@ -331,10 +415,12 @@ def test_sampler_defaults_with_sigmas_and_heun_need_no_argument():
 BAD = [
     ("empty", dict(sigmas=[]), "at least one noise level"),
     ("increasing", dict(sigmas=[1.0, 2.0]), "non-increasing"),
-    ("zero", dict(sigmas=[1.0, 0.0]), "finite and > 0"),
-    ("negative", dict(sigmas=[-1.0]), "finite and > 0"),
-    ("nan", dict(sigmas=[float("nan")]), "finite and > 0"),
-    ("inf", dict(sigmas=[math.inf, 1.0]), "finite and > 0"),
+    ("negative", dict(sigmas=[-1.0]), "finite and ≥ 0"),
+    ("negative-after-zero", dict(sigmas=[1.0, 0.0, -0.5]), "finite and ≥ 0"),
+    ("nan", dict(sigmas=[float("nan")]), "finite and ≥ 0"),
+    ("inf", dict(sigmas=[math.inf, 1.0]), "finite and ≥ 0"),
+    ("zero-then-up", dict(sigmas=[1.0, 0.0, 0.5]), "non-increasing"),
+    ("heun-only-zero", dict(sampler="heun", sigmas=[0.0]), "needs a noise level > 0"),
     ("text", dict(sigmas="1.0"), "sequence of noise levels"),
     ("matrix", dict(sigmas=torch.ones(2, 2)), "must be 1-D"),
     ("unaware", dict(sigmas=[1.0], energy=lambda x: x.sum(1)), "σ-aware energy"),

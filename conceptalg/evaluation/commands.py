@@ -117,7 +117,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json")
     if args.grid:
         check_picture(args.grid, "--grid")
-    info = _load(args, exprs)
+    info = _load(args, args.expr)  # the texts, so that an error points into them
     generate, evaluator = _setup(args, info)
     results = evaluate_expressions(generate, exprs, evaluator, args.n, seed=args.seed,
                                    keep_samples=args.grid is not None)

@@ -1,13 +1,13 @@
 """Annealing over noise levels: an MCMC kernel at each σ of a non-increasing schedule.
 
-A σ-aware energy ``E(x, sigma=σ)`` describes the data law convolved with ``N(0, σ² I)`` (design
-§0, variance exploding, in the data's units). ``sample(..., sigmas=[σ₀ ≥ σ₁ ≥ … ≥ σ_L ≥ 0])``
-runs ``steps`` steps of the chosen kernel on ``x ↦ E(x, σ_l)`` at each level in order; each
-level starts where the last ended and the one generator continues, so a seed fixes the whole
-run. A level of 0 is the data level, run like any other on ``E(x, σ=0)`` (a trained diffusion
-model evaluates it at its smallest trained level, ``sigma_min``).
-Large σ smooths the energy until far modes merge; chains that mix there are carried down to the
-data level in the right proportions (Du et al. 2023, "Reduce, Reuse, Recycle").
+A σ-aware energy ``E(x, sigma=σ)`` describes the data law convolved with ``N(0, σ² I)``
+(docs/design.md §0, variance exploding, in the data's units). ``sample(..., sigmas=[σ₀ ≥ σ₁ ≥
+… ≥ σ_L ≥ 0])`` runs ``steps`` steps of the chosen kernel on ``x ↦ E(x, σ_l)`` at each level in
+order; each level starts where the last ended and the one generator continues, so a seed fixes
+the whole run. Large σ smooths the energy until far modes merge; chains that mix there are
+carried down to the data level in the right proportions (Du et al. 2023, "Reduce, Reuse,
+Recycle"). A level of 0 is the data level, run like any other on ``E(x, σ=0)`` (a trained
+diffusion model evaluates it at its smallest trained level, ``sigma_min``).
 
 Step sizes. The noised law of data with scale ``σ_d`` has variance ``σ_d² + σ²`` per coordinate,
 and a kernel's good step grows with it (ULA/MALA: ∝ variance; HMC/MH: ∝ its square root, which
@@ -17,8 +17,9 @@ adaptation absorbs). So level ``l`` starts from
 
 — ∝ σ² at large σ, flat below the data scale (the floor), exactly ``step_size`` at the last
 level. ``σ_d`` is the ``sigma_data`` option, else the energy's ``sigma_data`` attribute, else 1;
-it is > 0, so the rule never divides by zero and never gives a zero step, also when levels are
-0: a level of 0 takes ``step_size · σ_d² / (σ_L² + σ_d²)`` (``step_size`` when it is the last).
+it is > 0, so the rule never divides by zero and never gives a zero step, levels of 0 included:
+with ``σ_L = 0`` level ``l`` takes ``step_size · (1 + σ_l²/σ_d²)``, and a level of 0 (only zeros
+follow it) takes ``step_size`` itself.
 MH-corrected kernels then adapt per chain during each level's first ``warmup`` steps and keep
 their exact corrections at every level. ULA's ``noise_scale`` is scaled by ``sqrt(h_l/step_size)``
 so that ``T = noise_scale²/(2·step_size)`` is the same at every level.

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..progress import progress_bar
 from . import heun
 from .anneal import level_info, run_levels
 from .base import is_score_only, require_energy_values
@@ -73,7 +74,7 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     dict of diagnostics ("acceptance rate", "step size", "energy trace", "gradient norm",
     "ess", "split r-hat", ...).
 
-    ``sigmas`` (noise levels, design §0): for a σ-aware energy (``energy(x, sigma=σ[B])``
+    ``sigmas`` (noise levels, docs/design.md §0): for a σ-aware energy (``energy(x, sigma=σ[B])``
     works), a non-increasing sequence of levels ≥ 0 (0 is the data level), default
     ``sampler_defaults["sigmas"]``. The kernel runs ``steps`` steps (default: its default total
     split over the levels) on ``E(·, σ_l)`` at each level in turn, chains and generator
@@ -170,9 +171,8 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
         starts = resolve_step_size(plan.step_size, n, device, dtype)
     levels = 1 if plan.sigmas is None or config.name == "heun" else len(plan.sigmas)
     bar = None
-    if progress and (shard is None or shard.start == 0):  # one bar: the first process's
-        from tqdm import tqdm
-        bar = tqdm(total=plan.steps * levels, desc=f"sampling ({config.name})", unit="step")
+    if progress and (shard is None or shard.start == 0):  # one report: the first process's
+        bar = progress_bar(plan.steps * levels, f"sampling ({config.name})", unit="step")
     rates: list[float] = []
     try:
         with sampling_mode(energy), deterministic_mode(plan.deterministic):

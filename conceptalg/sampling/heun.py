@@ -12,11 +12,14 @@ carries a sample of ``p_σ₀`` to one of ``p_σ`` for every ``σ < σ₀``. Bet
 
 and from the last level ``σ_L`` one Euler step to σ = 0, ``x ← x − σ_L² ∇E(x, σ_L)``: Tweedie's
 denoiser ``E[x₀ | x_σ]``. That is ``2L − 1`` score evaluations for ``L`` levels and no random
-numbers. The integration ends at σ = 0 whatever the schedule, so a trailing 0 in ``sigmas`` (the
-data level, design §0) is that end and not a level to step from: ``[..., σ_L, 0]`` runs exactly
-as ``[..., σ_L]`` (:func:`step_levels`); the final denoising step is already included. ``churn`` (EDM's ``S_churn``) adds stochasticity: before each step the level is raised
+numbers. ``churn`` (EDM's ``S_churn``) adds stochasticity: before each step the level is raised
 to ``σ̂ = σ_i (1 + γ)``, ``γ = min(churn/L, √2 − 1)``, by adding fresh noise of variance
 ``σ̂² − σ_i²``, and the step starts from ``σ̂``.
+
+The integration ends at σ = 0 whatever the schedule, so a trailing 0 in ``sigmas`` (the data
+level, docs/design.md §0) is that end, not a level to take a Heun step from: ``[..., σ_L, 0]``
+runs exactly as ``[..., σ_L]`` (:func:`step_levels`), its final denoising step included, and
+``L`` counts the levels > 0.
 
 The score is ``−∇E`` by autograd through :func:`conceptalg.sampling.base.energy_and_grad`, or a
 score-only energy's own ``score``. Masked coordinates (``False``) get a zero gradient and no churn
@@ -102,9 +105,10 @@ def integrate(config: Heun, energy: Any, x0: Tensor, sigmas: Sequence[float], *,
               batch_size: Optional[int] = None, progress: Any = None,
               shard: Optional[Shard] = None) -> Tensor:
     """Integrate from ``x0`` ``[n, *shape]`` at ``sigmas[0]`` down to σ = 0 (module docstring;
-    trailing zeros of ``sigmas`` are that end) and return the samples ``[n, *shape]``. Churn noise is drawn for all ``n`` chains at every
-    step (so ``batch_size`` chunking and ``shard`` give the same numbers); raises
-    :class:`SamplerError` naming the number of chains that went non-finite.
+    trailing zeros of ``sigmas`` are that end) and return the samples ``[n, *shape]``. Churn
+    noise is drawn for all ``n`` chains at every step (so ``batch_size`` chunking and ``shard``
+    give the same numbers); raises :class:`SamplerError` naming the number of chains that went
+    non-finite.
 
     Example:
         >>> import torch

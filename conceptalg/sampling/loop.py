@@ -114,9 +114,10 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
     ``step_size`` ``[n]`` starts each chain; ``temperature`` is 0-d, or ``[steps]`` for an
     annealing schedule; ``target_accept=None`` disables adaptation; ``fresh(index)`` returns new
     starting points for the chains ``index`` (used by ``on_nonfinite="reset"``); ``progress``
-    is a tqdm bar or None. With ``shard``, ``x0`` and ``step_size`` still hold all ``n`` chains
-    and ``fresh`` takes global chain indices; this process advances rows ``start:stop`` and the
-    result holds all chains again (see the module docstring). ``final=False`` (a later run
+    is None or a reporter with ``update`` (:func:`conceptalg.progress.progress_bar`). With
+    ``shard``, ``x0`` and ``step_size`` still hold all ``n`` chains and ``fresh`` takes global
+    chain indices; this process advances rows ``start:stop`` and the result holds all chains
+    again (see the module docstring). ``final=False`` (a later run
     continues these chains, as the levels of an annealed run do) lets ``"reset"`` restart
     chains at the last check too.
 
