@@ -1,4 +1,4 @@
-"""Composition benchmark (design §8): accuracy of composed concepts under the composable-diffusion
+"""Composition benchmark (docs/design.md §8): accuracy of composed concepts under the composable-diffusion
 protocol, on seen and held-out combinations, for every head kind and a joint-code baseline.
 
     python bench/composition.py --quick                  # CPU smoke budget (a few minutes)

@@ -40,26 +40,35 @@ from conceptalg.evaluation.decoder import decode_shapes  # noqa: E402
 from conceptalg.training.data import builtin_data  # noqa: E402
 from conceptalg.training.dsm import DSMConfig, DSMTrainer  # noqa: E402
 
-#: what the prototype of the dsm work did differently, one choice at a time
-#: (``config``: :class:`DSMConfig` fields; ``net``: backbone options)
+#: the library's image recipe before the bisection (every arm states all of its choices, so
+#: an arm means the same whatever the library's defaults become)
+LIBRARY = {"config": {"normalisation": "measured", "ema_schedule": "rampup"},
+           "net": {"decoder": "full", "zero_init": True, "embedding_dim": 64,
+                   "noise_embedding": "wide"}}
+#: what the prototype of the dsm work did differently, all at once
 PROTOTYPE = {"config": {"normalisation": "bounds", "ema_schedule": "warmup"},
              "net": {"decoder": "light", "zero_init": False, "embedding_dim": 128,
                      "noise_embedding": "positional"}}
+
+
+def _arm(config=None, net=None, start=LIBRARY) -> dict:
+    return {"config": {**start["config"], **(config or {})}, "net": {**start["net"], **(net or {})}}
+
+
 ARMS: dict[str, dict] = {
-    "library": {},
-    "bounds": {"config": {"normalisation": "bounds"}},
-    "bounds+warmup": {"config": {"normalisation": "bounds", "ema_schedule": "warmup"}},
-    "bounds+light": {"config": {"normalisation": "bounds"}, "net": {"decoder": "light"}},
-    "bounds+no-zero-init": {"config": {"normalisation": "bounds"}, "net": {"zero_init": False}},
-    "bounds+emb128": {"config": {"normalisation": "bounds"}, "net": {"embedding_dim": 128}},
-    "prototype": PROTOTYPE,
-    "prototype-measured": {"config": {"ema_schedule": "warmup"}, "net": PROTOTYPE["net"]},
-    "prototype-zero-init": {"config": PROTOTYPE["config"],
-                            "net": {**PROTOTYPE["net"], "zero_init": True}},
-    "prototype-rampup": {"config": {"normalisation": "bounds"}, "net": PROTOTYPE["net"]},
-    "prototype+complete": {"config": {**PROTOTYPE["config"], "conditioning": "complete"},
-                           "net": PROTOTYPE["net"]},
-    "library+complete": {"config": {"conditioning": "complete"}},
+    "library": _arm(),
+    "bounds": _arm({"normalisation": "bounds"}),
+    "bounds+warmup": _arm({"normalisation": "bounds", "ema_schedule": "warmup"}),
+    "bounds+light": _arm({"normalisation": "bounds"}, {"decoder": "light"}),
+    "bounds+no-zero-init": _arm({"normalisation": "bounds"}, {"zero_init": False}),
+    "bounds+emb128": _arm({"normalisation": "bounds"}, {"embedding_dim": 128}),
+    "prototype": _arm(start=PROTOTYPE),
+    "prototype-measured": _arm({"normalisation": "measured"}, start=PROTOTYPE),
+    "prototype-zero-init": _arm(net={"zero_init": True}, start=PROTOTYPE),
+    # the library's image defaults since the bisection (training.dsm.IMAGE_NET, "bounds")
+    "prototype-rampup": _arm({"ema_schedule": "rampup"}, start=PROTOTYPE),
+    "prototype+complete": _arm({"conditioning": "complete"}, start=PROTOTYPE),
+    "library+complete": _arm({"conditioning": "complete"}),
 }
 
 

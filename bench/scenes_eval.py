@@ -1,4 +1,4 @@
-"""Scenes composition (design §8, issue 16): ``at(x1, y1) & … & at(xk, yk)`` for k = 1, 2, 3.
+"""Scenes composition (docs/design.md §8, issue 16): ``at(x1, y1) & … & at(xk, yk)`` for k = 1, 2, 3.
 
 The guidance scale is chosen on positions taken from the model's own **training** scenes
 (k = 2, the built-in data's seed 0), then every k is scored on positions from fresh scenes

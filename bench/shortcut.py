@@ -1,6 +1,6 @@
 """Why classifier heads do not extrapolate on ``shapes``: the colour shortcut, measured.
 
-A classifier trained on the training split (design §7's hold-out: every colour seen with two
+A classifier trained on the training split (docs/design.md §7's hold-out: every colour seen with two
 shapes only) is asked the shape of real images of the held-out pairs. Three stems feed the same
 small conv net and per-factor heads:
 

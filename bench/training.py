@@ -15,7 +15,7 @@ itself: the measurement's noise floor).
 checkpoints ``ckpt-NNNNNN``, models made by ``conceptalg export``, or the joint baseline's
 ``step-NNNNNN`` from ``bench/train_joint.py``): for each, samples of every ``shape & color``
 pair with one sampler setting, labelled by the exact decoder; a sample counts only when it is
-one clean object of the asked pair (design §8), and is *read* as the pair when the decoder's
+one clean object of the asked pair (docs/design.md §8), and is *read* as the pair when the decoder's
 reading of its largest object is the pair, clean or not. Seen and held-out pairs are pooled
 separately (with standard errors). Training time per snapshot is its step divided by the
 measured iterations/s of its arm, so curves of different arms share one axis. Writes a PNG

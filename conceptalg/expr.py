@@ -415,7 +415,7 @@ def split_term(e: Expr) -> tuple[float, int, Expr]:
     """Peel weights and negations off ``e``: ``(w, sign, body)`` with ``body`` a concept, And or Or.
 
     ``2 * ~(3 * a)`` gives ``(6.0, -1, a)``; ``~~a`` gives ``(1.0, +1, a)``. This is the
-    "weights outward" step of the normal form (design §4).
+    "weights outward" step of the normal form (docs/design.md §4).
     """
     w, sign = 1.0, 1
     while True:

@@ -1,6 +1,6 @@
 """Figures: labelled image grids, 2-D sample plots and training curves (matplotlib, Agg).
 
-Images are float tensors ``[N, C, H, W]`` in ``[0, 1]`` (design §0); one- and three-channel
+Images are float tensors ``[N, C, H, W]`` in ``[0, 1]`` (docs/design.md §0); one- and three-channel
 images are drawn as they are, other channel counts show their first channel.
 """
 

@@ -1,4 +1,4 @@
-"""compose(): the three semantics of design §4 against hand-written float64 formulas, OR
+"""compose(): the three semantics of docs/design.md §4 against hand-written float64 formulas, OR
 temperature and log-weights, the normal form, errors, one evaluation per leaf, gradients,
 torch.compile, calibrate()."""
 

@@ -1,4 +1,4 @@
-"""The σ (noise-level) contract of compose() (design §0): σ-aware leaves against hand-written
+"""The σ (noise-level) contract of compose() (docs/design.md §0): σ-aware leaves against hand-written
 float64 formulas under the three semantics, the composed score (energy heads, score-only heads,
 both), the errors where energy values are needed from a score-only head, the library's default
 semantics and the guidance scale, and what explain() shows."""

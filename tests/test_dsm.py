@@ -1,4 +1,4 @@
-"""Denoising score matching (design §6): trained noise-conditioned scores against the closed
+"""Denoising score matching (docs/design.md §6): trained noise-conditioned scores against the closed
 form of a Gaussian data law, the energy parameterisation's identity, config checks,
 checkpoints (exact resume), export, score-only composition and the command line.
 

@@ -1,4 +1,4 @@
-"""No string input may raise anything but ConceptSyntaxError (design §3)."""
+"""No string input may raise anything but ConceptSyntaxError (docs/design.md §3)."""
 
 import pytest
 from hypothesis import given, settings

@@ -1,4 +1,4 @@
-"""Classifier heads over a diffusion base (issue 14, design §6): noise-aware classifiers that read
+"""Classifier heads over a diffusion base (issue 14, docs/design.md §6): noise-aware classifiers that read
 factor views, composed by the logic semantics; their training losses; a base taken from a
 trained model; checkpoints; the command line.
 

@@ -1,5 +1,5 @@
 """The shape of the package: no import cycles among conceptalg's modules, no module over 600
-lines (design §2: one responsibility per module). Read from the source with ``ast``; nothing is
+lines (docs/design.md §2: one responsibility per module). Read from the source with ``ast``; nothing is
 imported."""
 
 import ast

@@ -1,4 +1,4 @@
-"""Sampling over noise levels (design §0, §5): annealed MCMC, the Heun reverse-diffusion
+"""Sampling over noise levels (docs/design.md §0, §5): annealed MCMC, the Heun reverse-diffusion
 sampler, score-only energies, the start and step-size rules, and argument checks.
 
 Oracles: a σ-aware Gaussian, ``E(x, σ) = ½ (x − μ)ᵀ (Σ + σ² I)⁻¹ (x − μ)``, whose level-σ law is

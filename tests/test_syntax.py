@@ -174,7 +174,7 @@ def test_non_string_input_is_a_type_error():
         parse(b"a & b")
 
 
-# --- limits (design §3), checked before the tree is built ---------------------------------
+# --- limits (docs/design.md §3), checked before the tree is built ---------------------------------
 
 def _nested_parens(depth):
     return "(" * depth + "a" + ")" * depth

@@ -1,4 +1,4 @@
-"""toy2d: normalised concept densities, the exact composed density (design §4) against closed
+"""toy2d: normalised concept densities, the exact composed density (docs/design.md §4) against closed
 forms, exact samples, the torch heads, and the two-sample test on toy2d draws."""
 
 import math

@@ -7,7 +7,7 @@ a sign, so nested Ands are flattened through weights *and* negations (``c & ~(a 
 ``c & ~a & b``, ``2 * (~a & ~b)`` is ``2 * ~a & 2 * ~b``); under ``logic`` only through weights
 (``P(a ∧ b)^w = P(a)^w P(b)^w``). Repeated And terms fold into one weight.
 
-**Semantics** (design §4; ``E_0`` is the base energy, τ = ``or_temperature``, ℓ_i OR log-weights):
+**Semantics** (docs/design.md §4; ``E_0`` is the base energy, τ = ``or_temperature``, ℓ_i OR log-weights):
 
 - ``product``: an And is ``Σ w_i · sign_i · E[body_i]``, plus one ``E_0`` when no term is
   positive; an Or is ``−τ · logsumexp_i(ℓ_i − E[child_i] / τ)``; a negation anywhere else (the
@@ -27,7 +27,7 @@ and returns the log-weights that equalise (or set) the proportions.
 ``semantics=None`` is the library's ``default_semantics`` (a trained model records one), else
 ``product``.
 
-**Noise levels and scores** (design §0). ``E(x, σ)``: leaves whose energies take ``sigma`` are
+**Noise levels and scores** (docs/design.md §0). ``E(x, σ)``: leaves whose energies take ``sigma`` are
 evaluated at the level given to ``forward``/``score`` (level σ = the data law convolved with
 ``N(0, σ² I)``); the others ignore it. Heads that give only scores (``kind="score"``) compose
 where ``E`` is linear in its concepts (AND, NOT, weights under product or guidance): then

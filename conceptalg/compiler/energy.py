@@ -380,7 +380,7 @@ def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = 
             semantics: str | None = None, or_temperature: float = 1.0,
             or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
             guidance_scale: float | None = None) -> ComposedEnergy:
-    """Compile a concept expression into one energy over a concept library (design §4).
+    """Compile a concept expression into one energy over a concept library (docs/design.md §4).
 
     ``concepts`` is a :class:`~conceptalg.library.ConceptLibrary`, a trained model with the
     library interface, or a ``dict`` of energy functions (keys ``"red"``, ``"color=red"``,

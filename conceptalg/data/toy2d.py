@@ -6,7 +6,7 @@ calibrated soft classifier ``P(c|x) = σ(s_c(x))`` (a logistic of a smooth score
 
     p(x|c) = p_0(x) · P(c|x) / Z_c,        Z_c = ∫ p_0 P(c|x) dx   (Gauss–Legendre, float64)
 
-so one concept serves all three semantics of design §4: the normalised energy
+so one concept serves all three semantics of docs/design.md §4: the normalised energy
 ``E_c = −log p(x|c) = E_0 − log P(c|x) + log Z_c``, the base ``E_0 = log 36`` (constant inside
 the box) and the classifier log-probability ``log P(c|x)``. Every score lies in ``[-4.5, 4.5]``,
 so ``P`` stays within ``[0.011, 0.989]``: densities, their products and their ratios are smooth
@@ -144,7 +144,7 @@ def _np_leaves(names, xy, kind: str) -> tuple[dict, dict, np.ndarray]:
     return en, lp, base
 
 
-# --- the exact composed energy (design §4, from scratch) --------------------------------------
+# --- the exact composed energy (docs/design.md §4, from scratch) --------------------------------------
 
 class _Node(NamedTuple):
     op: str                       # "and" | "or"
@@ -197,7 +197,7 @@ def reference_energy(expr: Expr | str, energies: Mapping[str, np.ndarray],
 
     ``energies`` maps each concept key (``"red"``, ``"color=red"``) to ``E_c`` at some points,
     ``base`` is ``E_0`` there, and ``log_probs`` maps keys to ``log P(c|x)`` (``logic`` only).
-    Implements design §4 as read in this module's docstring; parametric concepts are not
+    Implements docs/design.md §4 as read in this module's docstring; parametric concepts are not
     supported. Raises ``CompileError`` when ``E_0`` is needed and ``base`` is None.
 
     Example:

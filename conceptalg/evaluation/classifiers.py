@@ -1,4 +1,4 @@
-"""Evaluators: functions from samples to :class:`~.metrics.SampleLabels` (design §8).
+"""Evaluators: functions from samples to :class:`~.metrics.SampleLabels` (docs/design.md §8).
 
 An evaluator never sees a generated sample while it is built. Two kinds:
 

@@ -1,4 +1,4 @@
-"""Accuracy rules, standard errors, diversity and OR proportions (design §8).
+"""Accuracy rules, standard errors, diversity and OR proportions (docs/design.md §8).
 
 An evaluator turns ``N`` samples into :class:`SampleLabels`: whether each sample is *valid* (one
 clean object for ``shapes``, a clean scene of 1–4 objects for ``scenes``) and, per concept, a

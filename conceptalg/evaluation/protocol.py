@@ -1,6 +1,6 @@
 """The evaluation protocol: sample an expression from a model, label the samples, score them.
 
-Composable diffusion's protocol (Liu et al. 2022; design §8): for each expression draw ``n``
+Composable diffusion's protocol (Liu et al. 2022; docs/design.md §8): for each expression draw ``n``
 samples, label them with an evaluator that never saw a generated sample, and count a sample as
 correct only when it is valid and the whole expression holds (:mod:`.metrics`). A *generator*
 is any callable ``(expr, n, seed) -> samples``; :class:`ModelSampler` is the one for a trained

@@ -1,4 +1,4 @@
-"""Backbones: an MLP for vectors and a small conv ResNet for images (design §6).
+"""Backbones: an MLP for vectors and a small conv ResNet for images (docs/design.md §6).
 
 Both use swish (SiLU) activations and no batch norm (batch statistics would couple the chains
 of a sampler and the positive and negative halves of a contrastive-divergence batch); spectral

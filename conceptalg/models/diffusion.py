@@ -1,8 +1,8 @@
-"""Noise-conditioned concept energies trained by denoising score matching (design §6).
+"""Noise-conditioned concept energies trained by denoising score matching (docs/design.md §6).
 
 A :class:`DiffusionModel` gives every concept ``c`` (and the base, "no concept") an energy
 ``E_c(x, σ)`` of the data law convolved with ``N(0, σ² I)`` — the public σ convention of
-design §0: variance exploding, in the data's own units. One network computes all of them,
+docs/design.md §0: variance exploding, in the data's own units. One network computes all of them,
 conditioned on the concept (an embedding; parametric concepts add Fourier features of their
 arguments) and on σ, both as per-channel scale and shift in every block (FiLM).
 

@@ -1,6 +1,6 @@
 """`ConceptModel`: a backbone plus concept heads, usable directly as a concept library.
 
-Three kinds of heads (design §6), all computing ``[B, K]`` outputs for K requested heads in one
+Three kinds of heads (docs/design.md §6), all computing ``[B, K]`` outputs for K requested heads in one
 call (the batching protocol of :class:`conceptalg.library.ConceptEnergyModel`):
 
 - ``linear``: one linear energy head per concept on a shared trunk,
@@ -294,7 +294,7 @@ class ConceptModel(ConfigHints, nn.Module):
         self.head_names = config.concept_names
         self.index = {name: i for i, name in enumerate(self.head_names)}
         n = len(self.head_names)
-        # the trunks of factor views (design §6): colour-blind under its historical name,
+        # the trunks of factor views (docs/design.md §6): colour-blind under its historical name,
         # the others by view; a trunk whose features are not `features` wide gets a linear
         # neck to that width, so that every kind of head keeps one table for all its heads
         trunks = build_view_trunks(config, view_modules)

@@ -6,7 +6,7 @@ the point — local by construction, so a composition of several points guides e
 its own pixels (local conditional scores, Bradley et al. 2025).
 
 For each factor ``f`` a softmax classifier ``p(v | view_f(x̃), σ)`` of noisy data
-``x̃ = x + σ ε`` (design §6, classifier guidance): the factor's view trunk
+``x̃ = x + σ ε`` (docs/design.md §6, classifier guidance): the factor's view trunk
 (:mod:`.views`) reads the preconditioned input ``c_in (x̃ − μ)`` with the noise level as
 per-block scale and shift, and an MLP on the features and the noise embedding gives the
 logits. Factors that share a view share its trunk (one pass per view).

@@ -1,4 +1,4 @@
-"""The bookkeeping of a :class:`~conceptalg.models.ConceptModel` with factor views (design §6).
+"""The bookkeeping of a :class:`~conceptalg.models.ConceptModel` with factor views (docs/design.md §6).
 
 Heads of factor ``f`` read the trunk of its view ``config.view_of(f)`` (built by
 :func:`~conceptalg.models.views.build_view_trunk`); the identity view is the model's own

@@ -1,4 +1,4 @@
-"""Factor views: declared invariances of concept heads (design §6).
+"""Factor views: declared invariances of concept heads (docs/design.md §6).
 
 A *view* is the feature extractor a factor's heads read, built so that it cannot see what the
 factor must not depend on. Composition extrapolates when each factor's energy depends only on

@@ -1,4 +1,4 @@
-"""Contrastive-divergence training of concept heads (design §6), the one home of the CD loop.
+"""Contrastive-divergence training of concept heads (docs/design.md §6), the one home of the CD loop.
 
 Each iteration draws a batch of data ``x+`` and, per sample, one concept that holds for it (a
 factor value, a parametric concept with one of its argument sets, or — with probability
@@ -16,7 +16,7 @@ buffer. Adam with β1 = 0 and parameter-gradient clipping. Classifier heads (JEM
 classifiers by cross-entropy and only the base ``E_0`` by CD.
 
 The dynamics define the energies' temperature ``T = σ²/(2λ)``; the trained model records it so
-that composed energies are exposed at ``T = 1`` (design §4). The hyper-parameters are a
+that composed energies are exposed at ``T = 1`` (docs/design.md §4). The hyper-parameters are a
 :class:`TrainConfig` (:mod:`.cd_config`); a resumed run with another number of processes
 re-deals the saved buffers (:func:`.distributed.redeal`).
 

@@ -2,7 +2,7 @@
 
 Langevin settings are in the data's units: a chain ``x ← x − λ∇E(x) + σξ`` samples
 ``exp(−E/T)`` at the temperature ``T = σ²/(2λ)``, which the trained model records so that
-composed energies are exposed at ``T = 1`` (design §4); :meth:`TrainConfig.sampler_defaults`
+composed energies are exposed at ``T = 1`` (docs/design.md §4); :meth:`TrainConfig.sampler_defaults`
 turns the training dynamics into defaults for ``sample()`` on those energies.
 """
 
@@ -23,7 +23,7 @@ class TrainConfig:
 
     The Langevin settings are in the units of the data: ``step_size`` λ, ``noise_scale`` σ,
     ``move_clip`` the largest move of one coordinate per step (``None``: no cap). Image
-    defaults follow references.md: λ = 100, σ = 0.005, cap 0.05, spectral norm, data noise
+    defaults follow docs/references.md: λ = 100, σ = 0.005, cap 0.05, spectral norm, data noise
     0.02, lr 1e-4, Adam (0, 0.999), α = 1, 20 steps, buffer 10 000, 5 % re-initialisation.
     ``init_bank``: how many of the newest base-buffer samples a new model keeps (refreshed at
     every save) as the default starting points of ``sample()`` (0 for vectors: uniform noise
@@ -74,7 +74,7 @@ class TrainConfig:
     def sampler_defaults(self) -> dict[str, Any]:
         """Keyword defaults for ``sample()`` on energies exposed at T = 1 that reproduce the
         training dynamics (step ``λT = σ²/2``, noise σ, the same per-coordinate move cap) with
-        twice the training chain length (references.md: 1–2× works best for short-run EBMs)."""
+        twice the training chain length (docs/references.md: 1–2× works best for short-run EBMs)."""
         h = self.step_size * self.temperature
         out: dict[str, Any] = {"sampler": "langevin", "steps": 2 * self.langevin_steps,
                                "warmup": 0, "step_size": h}

@@ -1,4 +1,4 @@
-"""Multi-process training and sampling with ``torch.distributed`` (design §6).
+"""Multi-process training and sampling with ``torch.distributed`` (docs/design.md §6).
 
 ``torchrun --nproc_per_node=N`` (or any launcher that sets ``WORLD_SIZE``, ``RANK``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) starts N copies of the same command;

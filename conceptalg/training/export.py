@@ -4,7 +4,7 @@ A training checkpoint holds everything needed to resume (optimiser state, every 
 RNG states): about 130 MB for ``shapes``. A model for users needs only the weights and config,
 plus, for image models trained from persistent chains, a few hundred of the model's own
 samples to start chains from. Short-run EBMs sample well only from where their training chains
-started (their replay buffers, not uniform noise; references.md): so :func:`export_model`
+started (their replay buffers, not uniform noise; docs/references.md): so :func:`export_model`
 keeps the newest ``init_bank`` samples of the *base* replay buffer (unconditional samples,
 which favour no concept) in the model, and :func:`conceptalg.sample` starts from them by
 default (``ConceptModel.init_samples``).
