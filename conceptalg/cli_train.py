@@ -17,11 +17,24 @@ from .cli_args import (UsageError, check_device, check_file, check_folder, check
 from .cli_args import err as _err
 from .cli_args import out as _out
 
-__all__ = ["register"]
+__all__ = ["register", "IMAGE_DATA"]
+
+#: data kinds whose samples are images: they train by dsm (score) unless --objective says
+IMAGE_DATA = ("shapes", "scenes", "digits", "celeba", "folder")
 
 
 def _check_train_args(args: argparse.Namespace) -> None:
     """Every check of ``train`` that needs no data or model, before any work."""
+    image = args.data in IMAGE_DATA
+    if args.objective is None:  # the shipped image models' recipe; CD one flag away
+        args.objective = "dsm" if image else "cd"
+    if args.parameterization is None:
+        args.parameterization = "score" if args.objective == "dsm" and image else "energy"
+    cd_only = [name for name, value in (("--langevin-steps", args.langevin_steps),
+                                        ("--width", args.width)) if value is not None]
+    if cd_only and args.objective != "cd":
+        raise UsageError(f"{cd_only[0]} applies to --objective cd (contrastive divergence); "
+                         f"add --objective cd (for image data the default is dsm)")
     if args.objective == "cd" and args.parameterization != "energy":
         raise UsageError("--parameterization score needs --objective dsm (contrastive "
                          "divergence trains energies)")
@@ -294,22 +307,26 @@ def _stop_on_sigterm():
 
 def register(sub) -> None:
     """Add the ``train`` subcommand to argparse's subparsers ``sub``."""
-    p = sub.add_parser("train", help="train concept heads by contrastive divergence",
+    p = sub.add_parser("train", help="train concept heads (images: denoising score matching; "
+                                     "vectors: contrastive divergence)",
                        description="Train a concept model on built-in or local data; writes "
                                    "checkpoints, metrics.csv and training.png into --out. Runs "
                                    "on several processes under torchrun (one per GPU, or CPU "
                                    "processes with gloo); rank 0 writes the files.",
                        epilog="Example: conceptalg train --data shapes --out runs/shapes "
-                              "--heads linear --steps 20000")
+                              "--steps 20000   (dsm, score, film heads: the shipped models' "
+                              "recipe; add --objective cd for contrastive divergence)")
     p.add_argument("--data", required=True,
                    choices=("toy2d", "shapes", "scenes", "digits", "celeba", "folder"))
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
-    p.add_argument("--objective", choices=("cd", "dsm"), default="cd",
-                   help="cd: contrastive divergence (default); dsm: denoising score matching "
-                        "of noise-conditioned energies (EDM recipe, no chains in training)")
-    p.add_argument("--parameterization", choices=("energy", "score"), default="energy",
-                   help="dsm: 'energy' (scalar energies: every semantics and sampler) or "
-                        "'score' (cheaper to train; scores only: AND/NOT, langevin and heun)")
+    p.add_argument("--objective", choices=("cd", "dsm"), default=None,
+                   help="dsm: denoising score matching of noise-conditioned energies (EDM "
+                        "recipe, no chains in training; the default for image data); cd: "
+                        "contrastive divergence (the default for toy2d)")
+    p.add_argument("--parameterization", choices=("energy", "score"), default=None,
+                   help="dsm: 'score' (the default for images: cheaper; scores only, OR as a "
+                        "mixture) or 'energy' (scalar energies: every semantics and sampler; "
+                        "the default for vectors)")
     p.add_argument("--heads", choices=("linear", "film", "classifier"), default=None,
                    help="cd: linear (default), film or classifier; dsm: film (default: one "
                         "network conditioned on the concept) or classifier (an unconditional "

@@ -16,6 +16,7 @@ __all__ = [
     "ConceptArgumentError",
     "SamplerError",
     "CheckpointError",
+    "TrainingDiverged",
 ]
 
 
@@ -120,3 +121,8 @@ class SamplerError(ConceptAlgError, RuntimeError):
 
 class CheckpointError(ConceptAlgError, ValueError):
     """A checkpoint that is missing, truncated, altered or of an unknown version."""
+
+
+class TrainingDiverged(ConceptAlgError, RuntimeError):
+    """Training stopped because energies or the loss went non-finite or exploded; the model
+    holds the weights of the last good step (``trainer.model``)."""

@@ -25,10 +25,11 @@ CASES = [
      ["train", "--data", "shapes", "--objective", "dsm", "--out", "{tmp}/r",
       "--augment", "channel-permutations"],
      ["would show the model held-out pairs", "--holdout none"]),
-    ("conditioning with cd", ["train", "--data", "shapes", "--out", "{tmp}/r", "--conditioning",
-                              "complete"], ["--conditioning applies to --objective dsm"]),
-    ("normalisation with cd", ["train", "--data", "shapes", "--out", "{tmp}/r",
-                               "--normalisation", "bounds"],
+    ("conditioning with cd", ["train", "--data", "shapes", "--objective", "cd", "--out",
+                              "{tmp}/r", "--conditioning", "complete"],
+     ["--conditioning applies to --objective dsm"]),
+    ("normalisation with cd", ["train", "--data", "shapes", "--objective", "cd", "--out",
+                               "{tmp}/r", "--normalisation", "bounds"],
      ["--normalisation applies to --objective dsm"]),
     ("net unknown key", ["train", "--data", "shapes", "--objective", "dsm", "--out", "{tmp}/r",
                          "--net", "depth=3"], ["argument --net", "KEY one of decoder"]),
@@ -37,6 +38,11 @@ CASES = [
     ("net small embedding", ["train", "--data", "shapes", "--objective", "dsm", "--out",
                              "{tmp}/r", "--net", "embedding_dim=4"],
      ["embedding_dim='4': expected an integer >= 8"]),
+    ("langevin steps under the dsm default",
+     ["train", "--data", "shapes", "--out", "{tmp}/r", "--langevin-steps", "5"],
+     ["--langevin-steps applies to --objective cd", "for image data the default is dsm"]),
+    ("width under the dsm default", ["train", "--data", "scenes", "--out", "{tmp}/r", "--width",
+                                     "8"], ["--width applies to --objective cd"]),
     ("drop rate above one", ["train", "--data", "shapes", "--objective", "dsm", "--out",
                              "{tmp}/r", "--drop-rate", "1.5"], ["argument --drop-rate"]),
 ]
@@ -78,3 +84,30 @@ def test_dsm_recipe_flags_stream_and_are_recorded(tmp_path, capsys):
     latest = json.loads((out2 / "latest").read_text())["checkpoint"]
     meta = json.loads((out2 / latest / "config.json").read_text())["metadata"]
     assert meta["data"]["stream"] is False and meta["data"]["n"] == 400
+
+
+@pytest.mark.parametrize("data, objective, parameterization", [
+    ("shapes", "dsm", "score"), ("toy2d", "cd", "energy")], ids=["images", "vectors"])
+def test_defaults_pick_the_shipped_recipe_and_are_recorded(tmp_path, data, objective,
+                                                           parameterization):
+    import conceptalg
+    from conceptalg.training import default_objective
+
+    out = tmp_path / "run"
+    assert run(["train", "--data", data, "--n", "64", "--steps", "1", "--out", str(out),
+                "--no-progress", "--threads", "1"]) == 0
+    model = conceptalg.load(out)
+    assert model.config.objective == objective
+    assert model.config.parameterization == parameterization
+    assert default_objective(model.config.sample_shape) == (objective, parameterization)
+    # a checkpoint records its objective: resuming honours it, whatever the defaults
+    meta = json.loads((out / json.loads((out / "latest").read_text())["checkpoint"] /
+                       "config.json").read_text())["metadata"]
+    assert meta.get("objective", "cd") == objective
+
+
+def test_help_says_what_the_defaults_are(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the default for image data" in text and "the default for toy2d" in text

@@ -67,7 +67,8 @@ def test_train_rejects_bad_holdout():
 ])
 def test_train_rejects_colour_blind_it_cannot_build(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
-    assert main(["train", "--data", "shapes", "--n", "50", "--out", str(out), "--steps", "1",
+    assert main(["train", "--data", "shapes", "--objective", "cd", "--n", "50", "--out", str(out),
+                 "--steps", "1",
                  "--no-progress", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()  # nothing written
@@ -75,7 +76,8 @@ def test_train_rejects_colour_blind_it_cannot_build(tmp_path, capsys, argv, mess
 
 def test_train_with_colour_blind_heads_records_them(tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "--data", "shapes", "--n", "100", "--out", str(out), "--steps", "2",
+    assert main(["train", "--data", "shapes", "--objective", "cd", "--n", "100", "--out",
+                 str(out), "--steps", "2",
                  "--width", "4", "--langevin-steps", "2", "--colour-blind", "shape,size",
                  "--no-progress"]) == 0
     assert conceptalg.load(out).config.colour_blind == ("shape", "size")

@@ -200,7 +200,7 @@ def test_saved_arms_feed_the_benchmarks(tmp_path):
     assert sorted(p.name for p in (tmp_path / "joint").glob("step-*")) == \
         ["step-000002", "step-000004"]
     subprocess.run([sys.executable, "-m", "conceptalg", "train", "--data", "shapes", "--out",
-                    str(tmp_path / "film"), "--heads", "film", "--steps", "3", "--n", "200",
+                    str(tmp_path / "film"), "--objective", "cd", "--heads", "film", "--steps", "3", "--n", "200",
                     "--width", "4", "--langevin-steps", "2", "--no-progress"],
                    check=True, capture_output=True, text=True, timeout=600)
     ckpt = tmp_path / "film" / "ckpt-000003"

@@ -6,7 +6,8 @@ docs/design.md §0: variance exploding, in the data's own units. One network com
 conditioned on the concept (an embedding; parametric concepts add Fourier features of their
 arguments) and on σ, both as per-channel scale and shift in every block (FiLM).
 
-Inside, the network follows EDM (Karras et al. 2022). With ``μ`` the data mean, ``σ_d`` the
+Inside, the network follows EDM (Karras et al. 2022; every number and formula of the recipe is
+in :mod:`conceptalg.edm`). With ``μ`` the data mean, ``σ_d`` the
 data's standard deviation, ``s² = σ² + σ_d²``::
 
     c_skip = σ_d² / s²,   c_out = σ σ_d / s,   c_in = 1 / s,   c_noise = ln(σ) / 4
@@ -34,21 +35,15 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..edm import coefficients, noise_input
 from .model import BASE, ConfigHints, fourier_features
 
 __all__ = ["DiffusionModel", "NoiseConditionedUNet", "NoiseConditionedMLP", "fourier_features",
            "edm_coefficients"]
 
 
-def edm_coefficients(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
-    """EDM's ``(c_skip, c_out, c_in)`` for noise levels ``sigma[B]`` (module docstring).
-
-    Example:
-        >>> [round(float(c), 4) for c in edm_coefficients(torch.tensor([0.5]), 0.5)]
-        [0.5, 0.3536, 1.4142]
-    """
-    s2 = sigma.square() + sigma_data ** 2
-    return sigma_data ** 2 / s2, sigma * sigma_data / s2.sqrt(), s2.rsqrt()
+#: EDM's ``(c_skip, c_out, c_in)`` (:func:`conceptalg.edm.coefficients`; the older name)
+edm_coefficients = coefficients
 
 
 #: noise-level embeddings: ``c_noise = ln(σ)/4`` through sinusoids of these angular frequencies
@@ -72,7 +67,7 @@ class _NoiseEmbedding(nn.Module):
         self.net = nn.Sequential(nn.Linear(2 * half, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, sigma: Tensor) -> Tensor:
-        angles = (sigma.log() / 4)[:, None] * self.freqs                  # [B, d/2]
+        angles = noise_input(sigma)[:, None] * self.freqs                 # [B, d/2]
         return self.net(torch.cat([angles.cos(), angles.sin()], dim=1))   # [B, d]
 
 

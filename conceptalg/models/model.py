@@ -179,7 +179,9 @@ class ModelConfig:
         if self.backbone not in ("unet", "mlp"):
             raise ValueError(f"objective='dsm' needs backbone 'unet' (images) or 'mlp' "
                              f"(vectors), got {self.backbone!r}")
-        noise = {"sigma_data": 0.5, "mean": 0.0, "sigma_min": 0.002, "sigma_max": 80.0,
+        from ..edm import SIGMA_MAX, SIGMA_MIN
+
+        noise = {"sigma_data": 0.5, "mean": 0.0, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
                  **self.noise}
         for key in ("sigma_data", "sigma_min", "sigma_max"):
             value = float(noise[key])

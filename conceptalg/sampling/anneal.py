@@ -38,43 +38,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from ..edm import karras_sigmas
 from .base import is_score_only
 from .loop import RunResult, Shard, run
 
 __all__ = ["karras_sigmas", "check_sigmas", "accepts_sigma", "AtLevel", "step_ratios",
            "run_levels", "level_info"]
-
-
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
-    """The ρ-spaced noise schedule of EDM (Karras et al. 2022, eq. 5): ``n`` levels from
-    ``sigma_max`` down to ``sigma_min``,
-
-        σ_i = (σ_max^{1/ρ} + i/(n−1) · (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ,   i = 0 … n−1,
-
-    dense at small σ where detail forms (``rho=7``: EDM's choice; ``rho=1``: linear).
-
-    Example:
-        >>> s = karras_sigmas(5, 0.01, 10.0)
-        >>> len(s), s[0], s[-1], all(a >= b for a, b in zip(s, s[1:]))
-        (5, 10.0, 0.01, True)
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"karras_sigmas: n must be an integer ≥ 1, got {n!r}")
-    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"karras_sigmas: {name} must be a finite number > 0, got {value!r}")
-    if sigma_min > sigma_max:
-        raise ValueError(f"karras_sigmas: sigma_min must be ≤ sigma_max, got sigma_min="
-                         f"{sigma_min!r} > sigma_max={sigma_max!r}")
-    if n == 1:
-        return [float(sigma_max)]
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    levels = [(hi + i / (n - 1) * (lo - hi)) ** rho for i in range(n)]
-    levels[0], levels[-1] = float(sigma_max), float(sigma_min)       # exact ends
-    for i in range(1, n):                                            # monotone under rounding
-        levels[i] = min(max(levels[i], float(sigma_min)), levels[i - 1])
-    return levels
 
 
 def check_sigmas(sigmas: Any) -> tuple[float, ...]:

@@ -16,17 +16,29 @@ from .export import export_model
 
 __all__ = ["train", "Trainer", "TrainConfig", "TrainingDiverged", "ConceptData",
            "builtin_data", "default_train_config", "BUILTIN_DATA", "export_model",
-           "DSMTrainer", "DSMConfig", "default_dsm_config", "OBJECTIVES"]
+           "DSMTrainer", "DSMConfig", "default_dsm_config", "default_objective", "OBJECTIVES"]
 
 #: training objectives: contrastive divergence, denoising score matching
 OBJECTIVES = ("cd", "dsm")
 
 
-def train(data, labels=None, *, objective: str = "cd", heads: str | None = None,
+def default_objective(sample_shape) -> tuple[str, str]:
+    """The ``(objective, parameterization)`` a new model gets by default: images train by
+    denoising score matching of scores (the recipe of the shipped image models), vectors by
+    contrastive divergence of energies.
+
+    Example:
+        >>> default_objective((3, 32, 32)), default_objective((2,))
+        (('dsm', 'score'), ('cd', 'energy'))
+    """
+    return ("dsm", "score") if len(tuple(sample_shape)) == 3 else ("cd", "energy")
+
+
+def train(data, labels=None, *, objective: str | None = None, heads: str | None = None,
           steps: int | None = None, model: ConceptModel | None = None, device=None,
           progress: bool = False, colour_blind: tuple[str, ...] = (),
           views: dict[str, Any] | None = None,
-          parameterization: str = "energy", **config: Any) -> ConceptModel:
+          parameterization: str | None = None, **config: Any) -> ConceptModel:
     """Train concept heads and return the model (a concept library ``compose`` accepts).
 
     ``data`` is a built-in dataset name (``"toy2d"``, ``"shapes"``, ``"scenes"``,
@@ -34,7 +46,9 @@ def train(data, labels=None, *, objective: str = "cd", heads: str | None = None,
     factor → value names, or one list of concept names). ``objective`` is ``"cd"``
     (contrastive divergence, :class:`Trainer`) or ``"dsm"`` (denoising score matching of
     noise-conditioned energies, :class:`DSMTrainer`; ``parameterization`` ``"energy"`` or
-    ``"score"``; other keywords are :class:`DSMConfig` fields, and the result is a
+    ``"score"``; by default images train by ``"dsm"`` with ``"score"`` — the shipped image
+    models' recipe — and vectors by ``"cd"``, see :func:`default_objective`; a dsm model of
+    vectors defaults to ``"energy"``; other keywords are :class:`DSMConfig` fields, and the result is a
     :class:`~conceptalg.models.DiffusionModel`; ``heads`` ``"film"`` (default) or
     ``"classifier"``: an unconditional network guided by noise-aware classifiers). For
     ``"cd"``, ``heads`` is ``"linear"`` (default), ``"film"`` or ``"classifier"``; other
@@ -60,6 +74,10 @@ def train(data, labels=None, *, objective: str = "cd", heads: str | None = None,
         data = ConceptData.from_labels(data, labels, bounds=bounds)
     if steps is not None:
         config["steps"] = steps
+    if objective is None:
+        objective, default_parameterization = default_objective(data.sample_shape)
+        parameterization = parameterization or default_parameterization
+    parameterization = parameterization or "energy"
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     views = {**{f: "colour-blind" for f in colour_blind}, **dict(views or {})}

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import ConceptAlgError
+from ..errors import TrainingDiverged
 from ..models.model import ConceptModel, ModelConfig
 from ..models.views import view_name
 from ..sampling.base import Bounds
@@ -51,11 +51,6 @@ from .conditioning import ConceptChoices
 from .data import ConceptData
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "default_train_config"]
-
-
-class TrainingDiverged(ConceptAlgError, RuntimeError):
-    """Training stopped because energies or the loss went non-finite or exploded; the model
-    holds the weights of the last good step (``trainer.model``)."""
 
 
 @dataclass

@@ -46,11 +46,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from .. import edm
+from ..errors import TrainingDiverged
 from ..models.diffusion import DiffusionModel
 from ..models.model import ModelConfig
 from ..models.views import normalise_views, view_name
 from . import distributed as _dist
-from .cd import TrainingDiverged
 from .conditioning import ConceptChoices
 from .data import ConceptData
 from .dsm_config import (AUGMENTATIONS, CONDITIONINGS, EMA_SCHEDULES, NORMALISATIONS,
@@ -198,8 +199,7 @@ class DSMTrainer:
                     options.setdefault(key, value)
         noise = noise_statistics(data.x, cfg, data.bounds)
         parametric = {name: int(args.shape[2]) for name, (args, _) in data.parametric.items()}
-        from ..sampling import karras_sigmas
-        levels = karras_sigmas(cfg.sampling_levels, noise["sigma_min"], noise["sigma_max"],
+        levels = edm.karras_sigmas(cfg.sampling_levels, noise["sigma_min"], noise["sigma_max"],
                                cfg.rho)
         # images compose as conditional diffusion does (guidance); vectors by the product of
         # experts, whose OR and NOT are the densities' own (docs/design.md §4)
@@ -244,8 +244,7 @@ class DSMTrainer:
             rows = torch.where(head < 0, len(model.head_names), head)
         denoised = model.denoise_for(x + _view(sigma, x) * noise, rows, args, sigma,
                                      create_graph=True)
-        sd = model.sigma_data
-        weight = (sigma.square() + sd ** 2) / (sigma * sd).square()                # [B]
+        weight = edm.loss_weight(sigma, model.sigma_data)                        # [B]
         goal = x if target is None else target
         return (weight * (denoised - goal).square().flatten(1).mean(1)).mean()
 
@@ -258,8 +257,7 @@ class DSMTrainer:
         model, cfg = self.online, self.config
         noisy = x + _view(sigma, x) * noise
         rows = torch.full((len(x),), model._base_row, device=x.device)
-        sd = model.sigma_data
-        weight = (sigma.square() + sd ** 2) / (sigma * sd).square()                # [B]
+        weight = edm.loss_weight(sigma, model.sigma_data)                        # [B]
         if cfg.freeze_base:
             with torch.no_grad():
                 denoised = model.denoise_for(noisy, rows, None, sigma)
@@ -353,8 +351,8 @@ class DSMTrainer:
             head, args = self._complete(data, idx, g), None                   # [B, F]
         else:
             head, args = choices.draw(idx, g, base_fraction=cfg.base_fraction)
-        shift = math.log(self.online.sigma_data / 0.5)
-        sigma = torch.exp(cfg.p_mean + shift + cfg.p_std * torch.randn(len(idx), generator=g))
+        sigma = edm.training_sigmas(len(idx), g, self.online.sigma_data, p_mean=cfg.p_mean,
+                                    p_std=cfg.p_std)
         sigma = sigma.clamp(min=self.online.sigma_min)  # the model's own floor (and the STF's)
         noise = torch.randn((len(idx), *data.sample_shape), generator=g)
         x = data.x[idx]

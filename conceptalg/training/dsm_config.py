@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import edm
 from ..sampling.settings import check_int
 
 __all__ = ["DSMConfig", "default_dsm_config", "noise_statistics", "ema_decay",
@@ -77,14 +78,14 @@ class DSMConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     ema: float = 0.999
     ema_rampup: float = 0.05
-    p_mean: float = -1.2
-    p_std: float = 1.2
+    p_mean: float = edm.P_MEAN
+    p_std: float = edm.P_STD
     base_fraction: float = 0.2
     grad_clip: float = 1.0
     sigma_min: float | None = None
     sigma_max: float | None = None
     sampling_levels: int = 18
-    rho: float = 7.0
+    rho: float = edm.RHO
     max_loss: float = 1e4
     reference_batch: int = 0
     classifier_weight: float = 1.0
@@ -156,7 +157,7 @@ def default_dsm_config(sample_shape, **overrides) -> DSMConfig:
     # vectors train (median σ ≈ 0.19 σ_d) and sample (σ_min = 0.1 σ_d) where the energies are
     # still learned; on toy2d (σ_d ≈ 1.6) composing at σ = 0.15 beat 0.1 and 0.2 in MMD².
     base: dict[str, Any] = dict(batch_size=256, lr=2e-3, ema=0.99, steps=4000, base_fraction=0.2,
-                                reference_batch=1024, p_mean=-2.4, p_std=1.2)
+                                reference_batch=1024, p_mean=-2.4, p_std=edm.P_STD)
     base.update(overrides)
     return DSMConfig(**base)
 
@@ -189,8 +190,7 @@ def noise_statistics(x: Tensor, config: DSMConfig,
     if not (math.isfinite(sigma_data) and sigma_data > 0):
         raise ValueError(f"the data has no spread (σ_d = {sigma_data}); denoising score matching "
                          f"needs data that varies")
-    scale = sigma_data / 0.5
-    low, high = (0.002 * scale, 80.0 * scale) if x.dim() == 4 else \
+    low, high = edm.sigma_range(sigma_data) if x.dim() == 4 else \
         (0.1 * sigma_data, 3.0 * sigma_data)
     return {"mean": float(mean) if mean.dim() == 0 else [float(m) for m in mean],
             "sigma_data": sigma_data,
