@@ -32,9 +32,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -49,6 +48,7 @@ from . import distributed as _dist
 from .cd_config import TrainConfig, default_train_config
 from .conditioning import ConceptChoices
 from .data import ConceptData
+from .run import TrainingRun
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "default_train_config"]
 
@@ -61,7 +61,7 @@ class _Batch:
     labels: dict[str, Tensor]  # factor -> [B] value index (-1 unknown), for classifier heads
 
 
-class Trainer:
+class Trainer(TrainingRun):
     """Trains a :class:`ConceptModel` on :class:`ConceptData` by contrastive divergence.
 
     In a process group (``torchrun`` + :func:`.distributed.from_environment`) it trains on
@@ -100,13 +100,7 @@ class Trainer:
         self.data = data
         self.config = config or default_train_config(data.sample_shape)
         cfg = self.config
-        # None: join the initialised process group, if any; False: train alone regardless.
-        self.dist = None if distributed is False else _dist.current(device)
-        if distributed and not (_dist.dist.is_available() and _dist.dist.is_initialized()):
-            raise ValueError("distributed=True needs an initialised process group: start the "
-                             "processes with torchrun and call "
-                             "conceptalg.training.distributed.from_environment() first")
-        self.device = self.dist.device if self.dist else torch.device(device or "cpu")
+        self._join(distributed, device)
         if model is None:
             with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
                 torch.manual_seed(cfg.seed)
@@ -145,21 +139,6 @@ class Trainer:
         self._choices = ConceptChoices(data, model.index, self.train_only)
         self._energies = self.model.energies_for  # the loss's forward; DDP-wrapped when distributed
         self._ddp: torch.nn.Module | None = None
-
-    @property
-    def rank(self) -> int:
-        """This process's rank (0 when training alone)."""
-        return self.dist.rank if self.dist else 0
-
-    @property
-    def world_size(self) -> int:
-        """The number of processes training together (1 when training alone)."""
-        return self.dist.world_size if self.dist else 1
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this process logs and writes files (rank 0)."""
-        return self.rank == 0
 
     # --- set-up ---------------------------------------------------------------------------
     def _model_config(self, heads, backbone, backbone_options, colour_blind=(),
@@ -411,40 +390,20 @@ class Trainer:
             "Lower the learning rate, raise alpha (the energy penalty) or the data noise, or "
             "keep spectral norm on.")
 
-    # --- the loop -------------------------------------------------------------------------
-    def fit(self, steps: int | None = None, *, progress: bool = False,
-            callback: Callable[["Trainer", dict], None] | None = None) -> list[dict]:
-        """Run ``steps`` iterations (default: up to ``config.steps``); returns the history of
-        logged metrics. Raises :class:`TrainingDiverged` (weights restored) on divergence.
-        In a multi-process run every rank calls ``fit`` and ``callback`` (only rank 0 shows a
-        progress bar; a callback that saves must do so on every rank, see :meth:`save`)."""
-        cfg = self.config
-        total = cfg.steps - self.step if steps is None else int(steps)
-        bar = None
-        if progress and self.is_main:
-            from ..progress import progress_bar
-            bar = progress_bar(total, "training")  # plain lines when not on a terminal
-        # "seconds" counts training time since the run began, across resumed fits
-        start = time.perf_counter() - (self.history[-1].get("seconds", 0.0) if self.history
-                                       else 0.0)
-        try:
-            for _ in range(total):
-                metrics = self.train_step()
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    metrics["seconds"] = time.perf_counter() - start
-                    self.history.append(metrics)
-                    if callback is not None:
-                        callback(self, metrics)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({"E+": f"{metrics['E+']:.3g}", "E-": f"{metrics['E-']:.3g}"},
-                                    refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
+    # --- the lifecycle's hooks (TrainingRun) ----------------------------------------------
+    def _postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"E+": f"{metrics['E+']:.3g}", "E-": f"{metrics['E-']:.3g}"}
+
+    def _after_fit(self) -> None:
         self._refresh_init_bank()
         self.model.eval()
-        return self.history
+
+    def _before_save(self) -> None:
+        self._refresh_init_bank()
+
+    def rank_state(self) -> dict[str, Tensor]:
+        """This rank's replay buffers and generator (what :meth:`save` gathers)."""
+        return self.state_tensors()
 
     def state_tensors(self) -> dict[str, Tensor]:
         """Replay buffers and the trainer's generator state, for checkpoints."""
@@ -469,40 +428,6 @@ class Trainer:
                 "data": {"name": self.data.name, "n": len(self.data),
                          "factors": self.data.factors,
                          "parametric": sorted(self.data.parametric), **self.data.spec}}
-
-    def save(self, run_dir, *, keep: int | None = 3):
-        """Write a checkpoint of everything needed for an exact resume (weights, optimiser,
-        replay buffers, every RNG state); returns its directory.
-
-        In a multi-process run every rank must call it: the ranks' buffers and generators are
-        gathered to rank 0 (rank 0's under the single-process names ``generator``,
-        ``buffer.<head>.samples``; rank ``r``'s under ``rank.<r>.``), rank 0 writes, the others
-        wait at a barrier."""
-        from pathlib import Path
-
-        from .checkpoint import rng_state_tensors, save_checkpoint
-
-        self._refresh_init_bank()
-        if self.dist is None:
-            tensors = {**self.state_tensors(), **rng_state_tensors()}
-            return save_checkpoint(run_dir, self.step, model=self.model,
-                                   optimizer=self.optimizer, tensors=tensors,
-                                   metadata=self.metadata(), keep=keep)
-        with _dist.guard(self.dist, f"gathering the replay buffers for the checkpoint of step "
-                                    f"{self.step}"):
-            ranks = _dist.gather_to_main(self.state_tensors(), self.dist)
-        path = Path(run_dir) / f"ckpt-{self.step:06d}"
-        if ranks is not None:
-            tensors = {**ranks[0], **rng_state_tensors()}
-            for r, state in enumerate(ranks[1:], start=1):
-                tensors.update({f"rank.{r}.{k}": v for k, v in state.items()})
-            path = save_checkpoint(run_dir, self.step, model=self.model,
-                                   optimizer=self.optimizer, tensors=tensors,
-                                   metadata=self.metadata(), keep=keep)
-        with _dist.guard(self.dist, f"waiting for rank 0 to write the checkpoint of step "
-                                    f"{self.step}"):
-            _dist.dist.barrier()
-        return path
 
     def _refresh_init_bank(self) -> None:
         """Set the model's bank of start images (when it has one) to the newest samples of
@@ -550,11 +475,7 @@ class Trainer:
         With the same number of ranks each takes its own; otherwise each head's samples of all
         saved ranks are merged by age and dealt round-robin over the new ranks (a rank that did
         not exist keeps its freshly seeded generator)."""
-        ranks = [{k: v for k, v in tensors.items() if not k.startswith(("rank.", "rng."))}]
-        for r in range(1, saved_world):
-            prefix = f"rank.{r}."
-            ranks.append({k[len(prefix):]: v for k, v in tensors.items()
-                          if k.startswith(prefix)})
+        ranks = self.saved_ranks(tensors, saved_world)
         if saved_world == self.world_size:
             self.load_state_tensors(ranks[self.rank])
             return

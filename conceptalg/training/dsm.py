@@ -38,9 +38,8 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import asdict
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +53,7 @@ from ..models.views import normalise_views, view_name
 from . import distributed as _dist
 from .conditioning import ConceptChoices
 from .data import ConceptData
+from .run import TrainingRun
 from .dsm_config import (AUGMENTATIONS, CONDITIONINGS, EMA_SCHEDULES, NORMALISATIONS,
                          DSMConfig, _ema_update, default_dsm_config, ema_decay,
                          noise_statistics)
@@ -69,7 +69,7 @@ __all__ = ["DSMConfig", "DSMTrainer", "IMAGE_NET", "default_dsm_config", "noise_
            "AUGMENTATIONS", "CONDITIONINGS", "EMA_SCHEDULES", "NORMALISATIONS"]
 
 _ONLINE = "online."
-class DSMTrainer:
+class DSMTrainer(TrainingRun):
     """Trains a :class:`~conceptalg.models.diffusion.DiffusionModel` on :class:`ConceptData`
     by denoising score matching. ``trainer.model`` is the EMA model (what samples);
     ``trainer.online`` the weights the optimiser moves. ``parameterization`` is ``"energy"``
@@ -93,13 +93,7 @@ class DSMTrainer:
         self.data = data
         self.config = config or default_dsm_config(data.sample_shape)
         cfg = self.config
-        # None: join the initialised process group, if any; False: train alone regardless.
-        self.dist = None if distributed is False else _dist.current(device)
-        if distributed and self.dist is None:
-            raise ValueError("distributed=True needs an initialised process group: start the "
-                             "processes with torchrun and call "
-                             "conceptalg.training.distributed.from_environment() first")
-        self.device = self.dist.device if self.dist else torch.device(device or "cpu")
+        self._join(distributed, device)
         if model is None:
             modules = {f: v for f, v in dict(views or {}).items() if isinstance(v, nn.Module)}
             with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
@@ -163,21 +157,6 @@ class DSMTrainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._setup_checked = self.dist is None
-
-    @property
-    def rank(self) -> int:
-        """This process's rank (0 when training alone)."""
-        return self.dist.rank if self.dist else 0
-
-    @property
-    def world_size(self) -> int:
-        """The number of processes training together (1 when training alone)."""
-        return self.dist.world_size if self.dist else 1
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this process logs and writes files (rank 0)."""
-        return self.rank == 0
 
     @property
     def model(self) -> DiffusionModel:
@@ -446,45 +425,24 @@ class DSMTrainer:
             _dist.check_same_setup(setup, self.dist)
         self._setup_checked = True
 
-    def fit(self, steps: int | None = None, *, progress: bool = False,
-            callback: Callable[["DSMTrainer", dict], None] | None = None) -> list[dict]:
-        """Run ``steps`` iterations (default: up to ``config.steps``); returns the history of
-        logged metrics (the loss averaged since the last log). Raises
-        :class:`TrainingDiverged` on a non-finite or exploding loss."""
-        cfg = self.config
-        total = cfg.steps - self.step if steps is None else int(steps)
-        bar = None
-        if progress and self.is_main:
-            from ..progress import progress_bar
-            bar = progress_bar(total, "training (dsm)")  # plain lines when not on a terminal
-        last = self.history[-1] if self.history else {}
-        start = time.perf_counter() - last.get("seconds", 0.0)
-        cpu_start = time.process_time() - last.get("cpu seconds", 0.0)
-        sums: dict[str, float] = {}
-        count = 0
-        try:
-            for _ in range(total):
-                metrics = self.train_step()
-                count += 1
-                for key in metrics.keys() - {"step", "grad norm"}:
-                    sums[key] = sums.get(key, 0.0) + metrics[key]
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    metrics.update({k: v / count for k, v in sums.items()})  # since the last log
-                    sums.clear()
-                    count = 0
-                    metrics["seconds"] = time.perf_counter() - start
-                    metrics["cpu seconds"] = time.process_time() - cpu_start
-                    self.history.append(metrics)
-                    if callback is not None:
-                        callback(self, metrics)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({"loss": f"{metrics['loss']:.3g}"}, refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
+    # --- the lifecycle's hooks (TrainingRun) ----------------------------------------------
+    progress_name = "training (dsm)"
+    averaged_logs = True
+
+    def _after_fit(self) -> None:
         self.model.eval()
-        return self.history
+
+    def rank_state(self) -> dict[str, Tensor]:
+        """This rank's generator (what :meth:`save` gathers; the weights are alike on every
+        rank)."""
+        return {"generator": self.generator.get_state()}
+
+    def shared_state(self) -> dict[str, Tensor]:
+        """The online weights and the average's count beside the EMA model (an exact
+        resume)."""
+        tensors = {_ONLINE + k: v for k, v in self.online.state_dict().items()}
+        tensors["ema.n_averaged"] = self.ema.n_averaged.detach().clone()
+        return tensors
 
     # --- checkpoints --------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -494,38 +452,6 @@ class DSMTrainer:
                 "data": {"name": self.data.name, "n": len(self.data),
                          "factors": self.data.factors,
                          "parametric": sorted(self.data.parametric), **self.data.spec}}
-
-    def save(self, run_dir, *, keep: int | None = 3):
-        """Write a checkpoint: the EMA model as *the* model (what ``conceptalg.load`` returns),
-        the online weights, optimiser and every RNG state for an exact resume. In a
-        multi-process run every rank must call it: the ranks' generators are gathered to rank 0
-        (rank ``r``'s under ``rank.<r>.generator``), rank 0 writes, the others wait."""
-        from pathlib import Path
-
-        from .checkpoint import rng_state_tensors, save_checkpoint
-
-        mine = {"generator": self.generator.get_state()}
-        ranks: list | None = [mine]
-        if self.dist is not None:
-            with _dist.guard(self.dist, f"gathering the generators for the checkpoint of step "
-                                        f"{self.step}"):
-                ranks = _dist.gather_to_main(mine, self.dist)
-        path = Path(run_dir) / f"ckpt-{self.step:06d}"
-        if ranks is not None:
-            tensors = {_ONLINE + k: v for k, v in self.online.state_dict().items()}
-            tensors["ema.n_averaged"] = self.ema.n_averaged.detach().clone()
-            tensors["generator"] = ranks[0]["generator"]
-            for r, state in enumerate(ranks[1:], start=1):
-                tensors[f"rank.{r}.generator"] = state["generator"]
-            tensors.update(rng_state_tensors())
-            path = save_checkpoint(run_dir, self.step, model=self.model,
-                                   optimizer=self.optimizer, tensors=tensors,
-                                   metadata=self.metadata(), keep=keep)
-        if self.dist is not None:
-            with _dist.guard(self.dist, f"waiting for rank 0 to write the checkpoint of step "
-                                        f"{self.step}"):
-                _dist.dist.barrier()
-        return path
 
     @classmethod
     def resume(cls, path, data: ConceptData, *, device=None, steps: int | None = None,
