@@ -164,3 +164,18 @@ FILES = sorted(PACKAGE.rglob("*.py"))
 def test_no_module_over_600_lines(file):
     n = len(file.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{file.relative_to(PACKAGE.parent)} has {n} lines; split it"
+
+
+def test_loading_a_model_imports_no_trainer():
+    """``conceptalg.load`` reads checkpoints without importing the training loops (a user who
+    only samples a shipped model never loads them)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, conceptalg; conceptalg.load('models/shapes'); "
+            "print(sorted(m for m in sys.modules if m.startswith('conceptalg.training.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = eval(done.stdout)
+    assert not {"conceptalg.training.cd", "conceptalg.training.dsm"} & set(loaded), loaded
