@@ -240,7 +240,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     group = None
     if args.distributed:  # opt-in: chains split over the torchrun processes
-        from .training import distributed
+        from . import distributed
 
         group = distributed.from_environment(args.device)
     try:
@@ -254,12 +254,19 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
                                          step_size=args.step_size,
                                          sigmas=args.sigmas).items() if v is not None}
+        mixture = hasattr(energy, "branch_weights")  # an OR of a score-only model
         x = sample(energy, args.n, seed=args.seed,
                    device=group.device if group is not None else args.device,
                    progress=not args.no_progress and (group is None or group.rank == 0),
-                   distributed=group is not None, **options)
+                   distributed=group is not None, return_info=mixture, **options)
         if group is not None and group.rank != 0:
             return 0  # every process holds all samples; rank 0 writes them
+        if mixture:
+            x, info = x
+            drawn = ", ".join(f"{text} {count}/{args.n} (weight {w:.3g})" for text, count, w
+                              in zip(info["branches"], info["branch counts"],
+                                     info["branch weights"]))
+            _out(f"OR as a mixture (a disjunct per chain, equal partition functions): {drawn}")
         _write_samples(args, x, model, save_expression_grid, save_points)
     finally:
         if group is not None:

@@ -182,7 +182,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .plots import save_training_curve
     from .training import Trainer, TrainingDiverged, default_train_config
-    from .training import distributed
+    from . import distributed
     from .training.checkpoint import latest_checkpoint
     from .training.dsm import DSMTrainer, default_dsm_config
 

@@ -179,3 +179,48 @@ def test_loading_a_model_imports_no_trainer():
     assert done.returncode == 0, done.stderr
     loaded = eval(done.stdout)
     assert not {"conceptalg.training.cd", "conceptalg.training.dsm"} & set(loaded), loaded
+
+
+#: the language and the machinery below it, and the packages above them that they must not use
+LOW_FLOORS = ("conceptalg.sampling", "conceptalg.compiler", "conceptalg.expr", "conceptalg.syntax")
+HIGH_FLOORS = ("conceptalg.training", "conceptalg.models", "conceptalg.evaluation",
+               "conceptalg.data", "conceptalg.cli", "conceptalg.inference", "conceptalg.plots")
+
+
+def _under(name: str, floors) -> bool:
+    return any(name == f or name.startswith(f + ".") or name.startswith(f + "_")
+               for f in floors)
+
+
+def test_no_arrow_from_a_higher_floor_into_the_language_or_the_samplers():
+    # every import counts: module level, inside functions, and under TYPE_CHECKING
+    graph = import_graph(PACKAGE, lazy=True)
+    for file in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                parts = list(file.relative_to(PACKAGE.parent).with_suffix("").parts)
+                name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+                sub = import_graph_of(node.body, name, parts[-1] == "__init__")
+                graph.setdefault(name, set()).update(sub)
+    wrong = sorted(f"{a} -> {b}" for a, targets in graph.items() if _under(a, LOW_FLOORS)
+                   for b in targets if _under(b, HIGH_FLOORS))
+    assert not wrong, "imports from a higher floor:\n" + "\n".join(wrong)
+
+
+def import_graph_of(body, name: str, package: bool) -> set[str]:
+    """The package modules that the statements ``body`` of module ``name`` import."""
+    mods = modules(PACKAGE)
+    here = name if package else name.rpartition(".")[0]
+    edges = set()
+    for node in body:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")[:len(here.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                edges.add(sub if sub in mods else target)
+    return {e for e in edges if e in mods}

@@ -44,7 +44,7 @@ from ..models.views import view_name
 from ..sampling.base import Bounds
 from ..sampling.buffer import ReplayBuffer
 from ..sampling.langevin import Langevin
-from . import distributed as _dist
+from .. import distributed as _dist
 from .cd_config import TrainConfig, default_train_config
 from .conditioning import ConceptChoices
 from .data import ConceptData

@@ -50,7 +50,7 @@ from ..errors import TrainingDiverged
 from ..models.diffusion import DiffusionModel
 from ..models.model import ModelConfig
 from ..models.views import normalise_views, view_name
-from . import distributed as _dist
+from .. import distributed as _dist
 from .conditioning import ConceptChoices
 from .data import ConceptData
 from .run import TrainingRun

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import distributed as _dist
+from .. import distributed as _dist
 
 __all__ = ["TrainingRun"]
 
