@@ -156,6 +156,42 @@ def table(args) -> int:
     return 0
 
 
+def plot(args) -> int:
+    """Held-out and seen strict / read against training CPU-minutes of one thread (steps ×
+    ``--seconds-per-step``), one line per arm, from the JSON lines of the given folders."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rate = dict(item.split("=") for item in args.seconds_per_step.split(","))
+    rows = []
+    for folder in args.dirs:
+        for path in sorted(Path(folder).glob("*.jsonl")):
+            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    arms = [a for a in args.arms.split(",") if a] if args.arms else sorted({r["arm"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, part in zip(axes, ("held_out", "seen")):
+        for arm in arms:
+            points = sorted((r["step"], r) for r in rows if r["arm"] == arm)
+            if not points:
+                continue
+            per = float(rate.get(arm, rate.get("*", 0.25)))
+            minutes = [step * per / 60 for step, _ in points]
+            line, = ax.plot(minutes, [100 * r[f"{part} read"] for _, r in points], "o-",
+                            label=f"{arm} (read)")
+            ax.plot(minutes, [100 * r[f"{part} strict"] for _, r in points], "s--",
+                    color=line.get_color(), alpha=0.7, label=f"{arm} (strict)")
+        ax.set_title("held-out pairs" if part == "held_out" else "seen pairs")
+        ax.set_xlabel("training CPU-minutes of one thread (steps × s/step)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% of samples (decode_shapes)")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,8 +213,14 @@ def main(argv=None) -> int:
     s = sub.add_parser("table", help="print the table of every arm in a folder")
     s.add_argument("dir")
     s.add_argument("--pairs", action="store_true", help="per held-out pair: strict/read/n")
+    f = sub.add_parser("plot", help="the training curves of the arms in some folders")
+    f.add_argument("dirs", nargs="+")
+    f.add_argument("--arms", default="", help="comma-separated arms (default: all)")
+    f.add_argument("--seconds-per-step", default="*=0.25", metavar="ARM=S,...",
+                   help="CPU seconds per step of one thread, per arm (* for the rest)")
+    f.add_argument("--out", default="docs/extrapolation-curve.png")
     args = parser.parse_args(argv)
-    return train(args) if args.command == "train" else table(args)
+    return {"train": train, "table": table, "plot": plot}[args.command](args)
 
 
 if __name__ == "__main__":

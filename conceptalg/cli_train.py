@@ -25,6 +25,17 @@ IMAGE_DATA = ("shapes", "scenes", "digits", "celeba", "folder")
 
 def _check_train_args(args: argparse.Namespace) -> None:
     """Every check of ``train`` that needs no data or model, before any work."""
+    _check_objective(args)
+    _check_heads_and_views(args)
+    _check_model_sources(args)
+    check_device(args.device)
+    check_run_dir(args.out, resume=args.resume)
+    _check_data_args(args)
+
+
+def _check_objective(args: argparse.Namespace) -> None:
+    """The objective and parameterisation (filled in from the data's kind), and the options
+    that belong to one objective only."""
     image = args.data in IMAGE_DATA
     if args.objective is None:  # the shipped image models' recipe; CD one flag away
         args.objective = "dsm" if image else "cd"
@@ -38,6 +49,20 @@ def _check_train_args(args: argparse.Namespace) -> None:
     if args.objective == "cd" and args.parameterization != "energy":
         raise UsageError("--parameterization score needs --objective dsm (contrastive "
                          "divergence trains energies)")
+    dsm_only = [name for name, value in (("--augment", args.augment),
+                                         ("--base-fraction", args.base_fraction),
+                                         ("--init", args.init),
+                                         ("--conditioning", args.conditioning),
+                                         ("--drop-rate", args.drop_rate),
+                                         ("--normalisation", args.normalisation),
+                                         ("--ema-schedule", args.ema_schedule),
+                                         ("--net", args.net)) if value is not None]
+    if dsm_only and args.objective != "dsm":
+        raise UsageError(f"{dsm_only[0]} applies to --objective dsm")
+
+
+def _check_heads_and_views(args: argparse.Namespace) -> None:
+    """The head kind (its default by objective) and the views its factors read."""
     if args.heads is None:
         args.heads = "film" if args.objective == "dsm" else "linear"
     if args.objective == "dsm" and args.heads == "linear":
@@ -59,6 +84,10 @@ def _check_train_args(args: argparse.Namespace) -> None:
                                                  and args.heads == "classifier"):
         raise UsageError("--guidance-weight applies to --objective dsm --heads classifier")
     args.views_parsed = views
+
+
+def _check_model_sources(args: argparse.Namespace) -> None:
+    """``--base`` and ``--init``: a trained model to build on, and when that is allowed."""
     if args.base is not None:
         if not (args.objective == "dsm" and args.heads == "classifier"):
             raise UsageError("--base applies to --objective dsm --heads classifier (new "
@@ -66,23 +95,15 @@ def _check_train_args(args: argparse.Namespace) -> None:
         if args.resume:
             raise UsageError("--base starts a new run; --resume continues one (drop --base)")
         check_folder(args.base, "--base", "the trained model (a run or export directory)")
-    dsm_only = [name for name, value in (("--augment", args.augment),
-                                         ("--base-fraction", args.base_fraction),
-                                         ("--init", args.init),
-                                         ("--conditioning", args.conditioning),
-                                         ("--drop-rate", args.drop_rate),
-                                         ("--normalisation", args.normalisation),
-                                         ("--ema-schedule", args.ema_schedule),
-                                         ("--net", args.net)) if value is not None]
-    if dsm_only and args.objective != "dsm":
-        raise UsageError(f"{dsm_only[0]} applies to --objective dsm")
     if args.init is not None:
         if args.base is not None or args.resume:
             raise UsageError("--init starts a new run from a trained model; drop --base and "
                              "--resume")
         check_folder(args.init, "--init", "the trained model (a run or export directory)")
-    check_device(args.device)
-    check_run_dir(args.out, resume=args.resume)
+
+
+def _check_data_args(args: argparse.Namespace) -> None:
+    """The data's own options: folders for local data, the hold-out for shapes."""
     builtin = args.data in ("toy2d", "shapes", "scenes", "digits")
     if builtin:
         for option, value in (("--root", args.root), ("--csv", args.csv),
@@ -175,16 +196,53 @@ def _write_metrics(history, out_dir) -> None:
     tmp.replace(path)
 
 
+def _trainer(args: argparse.Namespace, data, device, out, say):
+    """The run to train: resumed from ``--out`` under ``--resume``, else a new one of the
+    chosen objective with the command's overrides (a ``ValueError`` when the options cannot
+    build a model)."""
+    from .training import Trainer, default_train_config
+    from .training.checkpoint import latest_checkpoint
+    from .training.dsm import DSMTrainer, default_dsm_config
+
+    dsm = args.objective == "dsm"
+    if args.resume and latest_checkpoint(out) is not None:
+        trainer = (DSMTrainer if dsm else Trainer).resume(out, data, device=device,
+                                                          steps=args.steps)
+        say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
+        return trainer
+    overrides = {k: v for k, v in dict(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        langevin_steps=args.langevin_steps, log_every=args.log_every,
+        # dsm only (refused with cd by the checks)
+        guidance_weight=args.guidance_weight, augment=args.augment,
+        base_fraction=args.base_fraction, conditioning=args.conditioning,
+        drop_rate=args.drop_rate, normalisation=args.normalisation,
+        ema_schedule=args.ema_schedule).items() if v is not None}
+    if not dsm:
+        options = {"width": args.width} if args.width and len(data.sample_shape) == 3 else None
+        return Trainer(data, config=default_train_config(data.sample_shape, **overrides),
+                       heads=args.heads, device=device, backbone_options=options,
+                       views=args.views_parsed)
+    overrides.pop("langevin_steps", None)
+    model = None
+    if args.init is not None:  # continue from a trained model's weights
+        model = _base_model(args.init, "--init")
+    if args.base is not None:  # classifiers over a trained, frozen base
+        model = _base_model(args.base, "--base").with_classifiers(args.views_parsed)
+        overrides["freeze_base"] = True
+    return DSMTrainer(data, config=default_dsm_config(data.sample_shape, **overrides),
+                      model=model, device=device, heads=args.heads, views=args.views_parsed,
+                      parameterization=args.parameterization, backbone_options=args.net)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     _check_train_args(args)
     set_threads(args.threads)
     from pathlib import Path
 
-    from .plots import save_training_curve
-    from .training import Trainer, TrainingDiverged, default_train_config
     from . import distributed
-    from .training.checkpoint import latest_checkpoint
-    from .training.dsm import DSMTrainer, default_dsm_config
+    from .plots import save_training_curve
+    from .training import TrainingDiverged
 
     # Under torchrun every process runs this command: join them (None when alone). Rank 0
     # logs and writes files; saving is collective (the others wait for rank 0's write).
@@ -196,48 +254,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         data = _training_data(args)
-        dsm = args.objective == "dsm"
-        if args.resume and latest_checkpoint(out) is not None:
-            if dsm:
-                trainer = DSMTrainer.resume(out, data, device=device, steps=args.steps)
-            else:
-                trainer = Trainer.resume(out, data, device=device, steps=args.steps)
-            say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
-        else:
-            overrides = {k: v for k, v in dict(
-                steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                langevin_steps=args.langevin_steps, log_every=args.log_every,
-                # dsm only (refused with cd above)
-                guidance_weight=args.guidance_weight, augment=args.augment,
-                base_fraction=args.base_fraction, conditioning=args.conditioning,
-                drop_rate=args.drop_rate, normalisation=args.normalisation,
-                ema_schedule=args.ema_schedule).items()
-                if v is not None}
-            options = {"width": args.width} if args.width and len(data.sample_shape) == 3 \
-                else None
-            try:
-                if dsm:
-                    overrides.pop("langevin_steps", None)
-                    model = None
-                    if args.init is not None:  # continue from a trained model's weights
-                        model = _base_model(args.init, "--init")
-                    if args.base is not None:  # classifiers over a trained, frozen base
-                        model = _base_model(args.base, "--base").with_classifiers(
-                            args.views_parsed)
-                        overrides["freeze_base"] = True
-                    trainer = DSMTrainer(data, config=default_dsm_config(data.sample_shape,
-                                                                         **overrides),
-                                         model=model, device=device, heads=args.heads,
-                                         views=args.views_parsed,
-                                         parameterization=args.parameterization,
-                                         backbone_options=args.net)
-                else:
-                    config = default_train_config(data.sample_shape, **overrides)
-                    trainer = Trainer(data, config=config, heads=args.heads, device=device,
-                                      backbone_options=options, views=args.views_parsed)
-            except ValueError as e:  # a model the options cannot build: a usage error
-                say(f"conceptalg train: {e}")
-                return 2
+        try:
+            trainer = _trainer(args, data, device, out, say)
+        except ValueError as e:  # a model the options cannot build: a usage error
+            say(f"conceptalg train: {e}")
+            return 2
         if group is not None:
             say(f"training on {group.world_size} processes ({group.backend}): "
                 f"{trainer.config.batch_size} samples per process and step, "
@@ -340,6 +361,13 @@ def register(sub) -> None:
                         "this trained dsm model (frozen)")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="dsm: start from this trained dsm model's weights (fine-tuning)")
+    _add_recipe_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    """The data and the training recipe: hold-out, amount, and the dsm recipe's choices."""
     p.add_argument("--augment", choices=("channel-permutations",), default=None,
                    help="dsm: a declared symmetry of the data; the base trains on images with "
                         "their colour channels permuted at random")
@@ -369,6 +397,10 @@ def register(sub) -> None:
     p.add_argument("--net", type=net_options, default=None, metavar="KEY=VALUE,...",
                    help="dsm image network: decoder=full|light, zero_init=true|false, "
                         "embedding_dim=N, noise_embedding=wide|positional")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The optimiser, the model's size, and how the run is executed, saved and resumed."""
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--langevin-steps", type=positive_int, default=None)
@@ -394,4 +426,3 @@ def register(sub) -> None:
     p.add_argument("--resolution", type=positive_int, default=64,
                    help="celeba/folder image size")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
