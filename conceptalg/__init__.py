@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "compose": "conceptalg.compiler",
     "ComposedEnergy": "conceptalg.compiler",
+    "MixtureEnergy": "conceptalg.compiler",
     "ConceptLibrary": "conceptalg.library",
     "sample": "conceptalg.sampling",
     "load": "conceptalg.training.checkpoint",

@@ -237,6 +237,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from . import compose, load, sample
     from .plots import save_expression_grid, save_points
+    from .sampling.mixture import is_mixture
 
     group = None
     if args.distributed:  # opt-in: chains split over the torchrun processes
@@ -254,7 +255,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
                                          step_size=args.step_size,
                                          sigmas=args.sigmas).items() if v is not None}
-        mixture = hasattr(energy, "branch_weights")  # an OR of a score-only model
+        mixture = is_mixture(energy)  # an OR of a score-only model: a disjunct per chain
         x = sample(energy, args.n, seed=args.seed,
                    device=group.device if group is not None else args.device,
                    progress=not args.no_progress and (group is None or group.rank == 0),

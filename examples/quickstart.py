@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def shapes_part(shipped: Path, out: Path, n: int = 32) -> None:
     """Sample shapes expressions from the shipped model and label them with the exact decoder:
-    *correct* = one clean rendered object and the expression holds (design §8); *read* = the
+    *correct* = one clean rendered object and the expression holds (docs/design.md §8); *read* = the
     decoder's reading of the largest object satisfies the expression, clean or not."""
     from conceptalg.evaluation.classifiers import DecoderEvaluator
     from conceptalg.evaluation.metrics import proportion, score, truth
@@ -149,7 +149,7 @@ def shapes_part(shipped: Path, out: Path, n: int = 32) -> None:
 
 def scenes_part(shipped: Path, out: Path, n: int = 16) -> None:
     """Objects at requested points from the shipped scenes model; *correct* = a valid scene of
-    clean objects with an object within 0.1 of every point (design §8)."""
+    clean objects with an object within 0.1 of every point (docs/design.md §8)."""
     from conceptalg.evaluation.classifiers import ScenesEvaluator
     from conceptalg.evaluation.metrics import score
     from conceptalg.plots import save_expression_grid

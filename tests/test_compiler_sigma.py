@@ -358,14 +358,17 @@ def test_score_of_score_heads_keeps_their_graph():
 # --- score-only heads: where energy values are needed -------------------------------------------
 FIX = r"--parameterization energy"
 SCORE_ONLY_ERRORS = [  # (case, source, expression, semantics, message)
-    ("or", "score-model", "a | b", "product",
-     r"an OR mixes its disjuncts by their energy values; concept `a` has only a score: train "
-     r"with `--parameterization energy`"),
-    ("or under and", "mixed", "c & (a | ~b)", "product", "an OR mixes"),
-    ("or, guidance", "score-model", "a & (b | c)", "guidance", "an OR mixes"),
-    ("or over energies, score base", "mixed-base", "a | b", "guidance",
-     "the base E_0 has only a score"),
     ("logic, score leaves", "score-model", "a & b", "logic", "concept `a` has only a score"),
+]
+# An OR over score-only heads composes as a mixture instead (tests/test_mixture.py): the
+# ComposedEnergy itself still refuses it, and says that compose() makes it a mixture.
+SCORE_ONLY_ORS = [  # (case, source, expression, semantics, the head named, branches)
+    ("or", "score-model", "a | b", "product", "concept `a`", ["a", "b"]),
+    ("or under and", "mixed", "c & (a | ~b)", "product", "concept `a`", ["c & a", "c & ~b"]),
+    ("or, guidance", "score-model", "a & (b | c)", "guidance", "concept `a`",
+     ["a & b", "a & c"]),
+    ("or over energies, score base", "mixed-base", "a | b", "guidance", "the base E_0",
+     ["a", "b"]),
 ]
 
 
@@ -386,6 +389,21 @@ def test_energy_values_from_a_score_only_head_fail_at_construction(case, source,
     with pytest.raises(CompileError, match=message) as info:
         compose(text, _error_library(source), semantics=semantics)
     assert "--parameterization energy" in str(info.value)
+
+
+@pytest.mark.parametrize("case, source, text, semantics, head, branches", SCORE_ONLY_ORS,
+                         ids=[c[0] for c in SCORE_ONLY_ORS])
+def test_an_or_over_score_only_heads_composes_as_a_mixture(case, source, text, semantics, head,
+                                                            branches):
+    from conceptalg.compiler import ComposedEnergy, MixtureEnergy
+
+    with pytest.raises(CompileError, match=rf"an OR mixes its disjuncts by their energy values, "
+                                           rf"and {head} has only a score\. compose\(\) samples "
+                                           rf"such an OR as a mixture.*--parameterization energy"):
+        ComposedEnergy(text, _error_library(source), semantics=semantics)
+    energy = compose(text, _error_library(source), semantics=semantics)
+    assert isinstance(energy, MixtureEnergy) and energy.reason == head
+    assert [str(b.expr) for b in energy.branches] == branches
 
 
 def test_logic_over_a_score_only_base_composes_by_its_score():

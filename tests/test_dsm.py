@@ -490,9 +490,15 @@ def score_model():
     return trainer.model
 
 
-def test_score_models_refuse_or_at_compile_time(score_model):
+def test_score_models_sample_an_or_as_a_mixture(score_model):
+    energy = conceptalg.compose("concept=a | concept=b", score_model)
+    assert [str(b.expr) for b in energy.branches] == ["concept=a", "concept=b"]
+    x, info = conceptalg.sample(energy, 16, seed=3, return_info=True)
+    assert x.shape == (16, 2) and torch.isfinite(x).all()
+    assert torch.equal(x, conceptalg.sample(energy, 16, seed=3))
+    assert sum(info["branch counts"]) == 16 and info["sampler"] == "heun"
     with pytest.raises(CompileError, match="--parameterization energy"):
-        conceptalg.compose("concept=a | concept=b", score_model)
+        conceptalg.compose("concept=a | concept=b", score_model, semantics="logic")
 
 
 def test_score_models_refuse_mh_corrected_samplers(score_model):
@@ -538,7 +544,10 @@ def test_cli_train_sample_export_a_score_model(tmp_path, capsys):
     assert "conceptalg export: composition defaults" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["sample", "concept=left | concept=top", "--model", str(run), "--n", "4",
-                 "--out", str(picture), "--no-progress"]) == 1
+                 "--out", str(picture), "--no-progress"]) == 0  # an OR: a disjunct per chain
+    assert "OR as a mixture (a disjunct per chain" in capsys.readouterr().out
+    assert main(["sample", "concept=left | concept=top", "--model", str(run), "--n", "4",
+                 "--out", str(picture), "--sampler", "mala", "--no-progress"]) == 1
     assert "--parameterization energy" in capsys.readouterr().err
 
 

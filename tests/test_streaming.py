@@ -199,3 +199,37 @@ def test_complete_conditioning_trains_and_round_trips(tmp_path):
     with pytest.raises(ValueError, match="conditioning='complete' conditions a film model"):
         DSMTrainer(builtin_data("scenes", n=None), config=DSMConfig(conditioning="complete"),
                    parameterization="score", backbone_options={"channels": (8,)})
+
+
+def test_coind_penalty_is_zero_for_an_additive_denoiser_and_trains():
+    # an oracle: a denoiser whose condition enters additively (D = D_0 + Σ δ_c) satisfies
+    # D(c_i) + D(c_j) − D(∅) − D(c_i, c_j) = 0; the network starts condition-blind (its output
+    # layer is zero), so the penalty is 0 at the first step and positive once it is not
+    data = builtin_data("shapes")
+    trainer = DSMTrainer(data, config=DSMConfig(steps=3, conditioning="complete",
+                                                independence_weight=1.0, independence_batch=4,
+                                                log_every=1),
+                         parameterization="score", backbone_options={"channels": (8,)})
+    x = torch.rand(4, 3, 32, 32)
+    full = torch.tensor([[0, 3, 9], [1, 4, 10], [2, 5, 9], [0, 6, 10]])
+    sigma, noise = torch.full((4,), 0.5), torch.randn(4, 3, 32, 32)
+    delta = torch.randn(12, 3, 32, 32)
+
+    def additive(noisy, rows, args, s, create_graph=False):
+        used = rows.clamp(min=0)
+        out = noisy.clone()
+        for k in range(rows.shape[1]):
+            keep = ((rows[:, k] >= 0) & (rows[:, k] < 11)).float()[:, None, None, None]
+            out = out + keep * delta[used[:, k].clamp(max=10)]
+        return out
+
+    real = trainer.online.denoise_for
+    trainer.online.denoise_for = additive
+    g = torch.Generator().manual_seed(0)
+    assert float(trainer.independence_loss(x, full, sigma, noise, g)) == pytest.approx(0, abs=1e-9)
+    trainer.online.denoise_for = real
+    history = trainer.fit()
+    assert all(math.isfinite(m["independence"]) for m in history)
+    assert history[0]["independence"] == 0 and history[-1]["independence"] > 0
+    with pytest.raises(ValueError, match="needs conditioning='complete'"):
+        DSMConfig(independence_weight=1.0)

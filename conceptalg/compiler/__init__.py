@@ -33,6 +33,12 @@ evaluated at the level given to ``forward``/``score`` (level σ = the data law c
 where ``E`` is linear in its concepts (AND, NOT, weights under product or guidance): then
 ``score = −∇_x E`` is available but ``forward`` is not.
 
+**OR over score-only heads** (docs/design.md §0). No energy of it can be computed, so
+``compose`` returns a :class:`MixtureEnergy`: the disjunctive normal form (ANDs distributed over
+ORs, ``~(a | b)`` → ``~a & ~b`` by De Morgan under ``product``) gives branches, weighted under
+the assumption of equal partition functions (uniform, times ``exp(ℓ)`` of OR log-weights), and
+``conceptalg.sample`` draws a branch per chain. An OR over energy values stays exact.
+
 **Modules**, each readable alone, imports one way (top to bottom):
 
 - :mod:`.normalize` — expression → normal form (pure, cached);
@@ -42,11 +48,20 @@ where ``E`` is linear in its concepts (AND, NOT, weights under product or guidan
 - :mod:`.checks` — construction-time resolution and errors (names, base, semantics, scores);
 - :mod:`.printers` — the formula and leaves of a composed energy, as text for humans;
 - :mod:`.energy` — :class:`ComposedEnergy`: ``forward(x, sigma)``, ``score(x, sigma)``,
-  ``explain()``; :func:`compose` and :func:`explain`.
+  ``explain()``;
+- :mod:`.dnf` — normal form → disjunctive normal form: the branches of a mixture, and their
+  weights (pure, no tensors);
+- :mod:`.mixture` — :class:`MixtureEnergy`: one :class:`ComposedEnergy` per branch;
+- :mod:`.api` — :func:`compose` (one energy, or a mixture for an OR over score-only heads) and
+  :func:`explain`.
 """
 
-from .energy import ComposedEnergy, compose, explain
+from .api import compose, explain
+from .dnf import disjuncts
+from .energy import ComposedEnergy
+from .mixture import MixtureEnergy
 from .normalize import SEMANTICS, _normal_form, normal_form  # _normal_form: bench/compose.py
 from .plan import log1mexp
 
-__all__ = ["compose", "ComposedEnergy", "explain", "normal_form", "log1mexp", "SEMANTICS"]
+__all__ = ["compose", "ComposedEnergy", "MixtureEnergy", "explain", "normal_form", "disjuncts",
+           "log1mexp", "SEMANTICS"]

@@ -6,7 +6,9 @@ semantics in force (the caller's, else the library's ``default_semantics``, else
 of parametric concepts (placed in the expression's text with a caret); OR log-weights;
 the base ``E_0`` an expression needs; and heads that give only scores (``kind="score"``), which
 compose only where the energy is linear in its concepts — no OR, not ``semantics="logic"`` —
-except a base that gives a score under logic's classifier heads (``∇ log P`` is autograd's).
+except a base that gives a score under logic's classifier heads (``∇ log P`` is autograd's). An
+OR over such heads raises :class:`OrNeedsEnergyValues`, which ``compose()`` answers with a
+mixture.
 """
 
 from __future__ import annotations
@@ -198,6 +200,16 @@ def check_base(expr: Expr, semantics: str, leaves: list[_Leaf], base: Head | Non
                            f"E_0 - log p(c|x) needs a base energy; {fix}")
 
 
+class OrNeedsEnergyValues(CompileError):
+    """An OR over a head that gives only scores: :class:`ComposedEnergy` cannot compute it, and
+    :func:`~conceptalg.compiler.compose` samples it as a mixture
+    (:class:`~conceptalg.compiler.mixture.MixtureEnergy`). ``what`` names the head."""
+
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
 def check_scores(expr: Expr, semantics: str, leaves: list[_Leaf], base: Head | None,
                  has_or: bool) -> str | None:
     """Refuse expressions that need energy values from a score-only head (``base``: the base
@@ -214,9 +226,11 @@ def check_scores(expr: Expr, semantics: str, leaves: list[_Leaf], base: Head | N
                            f"and {what} has only a score: {TRAIN_ENERGY}, or use "
                            f"semantics='product' or 'guidance' without an OR")
     if has_or:
-        raise CompileError(f"`{expr}` needs energy values: an OR mixes its disjuncts by their "
-                           f"energy values; {what} has only a score: {TRAIN_ENERGY}, or compose "
-                           f"without an OR (AND, NOT and weights need only scores)")
+        raise OrNeedsEnergyValues(
+            f"`{expr}` needs energy values for one energy: an OR mixes its disjuncts by their "
+            f"energy values, and {what} has only a score. compose() samples such an OR as a "
+            f"mixture instead (a disjunct per chain, under equal partition functions); for the "
+            f"exact OR, {TRAIN_ENERGY}", what)
     return (f"energy values are unavailable: {what} has only a score (its model gives -grad E, "
             f"not E); {TRAIN_ENERGY}, or use a gradient-only sampler (\"langevin\" or the "
             f"reverse-diffusion sampler), which needs only ComposedEnergy.score")

@@ -6,8 +6,9 @@ tensors. Atoms are what the leaves give at temperature 1 — ``E_c`` for energy 
 ``log p(c|x)`` for classifier heads — plus ``E_0``. When every op is linear (product or guidance
 without an OR) the root is ``Σ_i a_i · atom_i``; the coefficients ``a_i`` are derived once, so
 ``score = Σ_i a_i · (−∇ atom_i)`` can mix heads that give energies (differentiated by autograd)
-and heads that give only scores (``concept_scores``). :func:`explain` composes and describes
-(over a symbolic library when no model is given); the text itself comes from :mod:`.printers`.
+and heads that give only scores (``concept_scores``). The text of ``explain()`` comes from
+:mod:`.printers`; :func:`~conceptalg.compiler.compose` (in :mod:`.api`) builds this class, or a
+mixture for an OR over score-only heads.
 """
 
 from __future__ import annotations
@@ -19,17 +20,16 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CompileError
-from ..expr import Concept, Expr, as_expr, format_number
-from ..heads import Head
+from ..expr import Expr, as_expr, format_number
 from ..library import SAMPLING_HINTS, as_library
 from .calls import _Leaf, as_sigma, evaluate_head, plan_calls
 from .checks import (base_head, check_base, check_or_temperature, check_scores, log_weight_table,
                      resolve_leaves, resolve_semantics)
-from .normalize import _check_semantics, _normal_form, _to_expr
+from .normalize import _normal_form, _to_expr
 from .plan import _Planner, _SoftMin, linear_form
 from .printers import describe
 
-__all__ = ["compose", "ComposedEnergy", "explain"]
+__all__ = ["ComposedEnergy"]
 
 _BASE_KEY = "(base)"
 # How a leaf's raw output becomes its slot value, by (semantics, head kind).
@@ -42,9 +42,12 @@ class ComposedEnergy(nn.Module):
     """The energy of a concept expression over a concept library:
     ``forward(x[B, ...], sigma=None) -> E[B]`` and ``score(x, sigma=None) -> −∇_x E [B, ...]``.
 
-    Built by :func:`compose` (same arguments); see :mod:`conceptalg.compiler` for the semantics.
-    Everything that can fail by name or structure fails here, at construction. Models that are
-    ``nn.Module``s are registered as submodules, so ``.to(device)`` and ``.eval()`` reach them.
+    Built by :func:`~conceptalg.compiler.compose` (same arguments); see
+    :mod:`conceptalg.compiler` for the semantics. Everything that can fail by name or structure
+    fails here, at construction; an OR over a head that gives only scores raises
+    :class:`~conceptalg.compiler.checks.OrNeedsEnergyValues` (``compose`` makes it a mixture).
+    Models that are ``nn.Module``s are registered as submodules, so ``.to(device)`` and
+    ``.eval()`` reach them.
 
     Attributes: ``expr`` (the expression), ``semantics``, ``semantics_from_library`` (True when
     it is the library's default), ``guidance_scale`` (``w`` under guidance and logic, else ``None``),
@@ -54,6 +57,7 @@ class ComposedEnergy(nn.Module):
 
     Example:
         >>> import torch
+        >>> from conceptalg import compose
         >>> lib = {"a": lambda x: x.pow(2).sum(-1), "b": lambda x: (x - 1).pow(2).sum(-1)}
         >>> energy = compose("a & ~b", lib)
         >>> energy
@@ -99,6 +103,7 @@ class ComposedEnergy(nn.Module):
                                f"{', '.join(sorted({d for d, _ in planner.disjuncts})) or 'none'}")
         self._ops, self._n_slots = planner.ops, planner.n
         self._disjuncts, self._log_weights = planner.disjuncts, log_weights
+        self._disjunct_log_weights = planner.disjunct_log_weights
         needs_base = library_base is not None and (
             semantics != "product" or bool(planner.anchored)
             or any(leaf.head.kind == "log_prob" for leaf in leaves))
@@ -234,6 +239,7 @@ class ComposedEnergy(nn.Module):
         through the autograd part; score heads keep theirs.
 
         Example:
+            >>> from conceptalg import compose
             >>> lib = {"a": lambda x, sigma: x.pow(2).sum(-1) / (2 * (1 + sigma ** 2))}
             >>> compose("2 * a", lib).score(torch.ones(1, 2), sigma=1.0)  # -2 x / (1 + σ²)
             tensor([[-1., -1.]])
@@ -374,97 +380,3 @@ class ComposedEnergy(nn.Module):
         a batched call, which take ``sigma`` or give only a score) and the formula, as text.
         """
         return describe(self)
-
-
-def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = None,
-            semantics: str | None = None, or_temperature: float = 1.0,
-            or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
-            guidance_scale: float | None = None) -> ComposedEnergy:
-    """Compile a concept expression into one energy over a concept library (docs/design.md §4).
-
-    ``concepts`` is a :class:`~conceptalg.library.ConceptLibrary`, a trained model with the
-    library interface, or a ``dict`` of energy functions (keys ``"red"``, ``"color=red"``,
-    ``"at"``). ``base`` is ``E_0`` (overrides the library's). ``semantics`` is ``"product"``
-    (AND = sum, OR = soft-min, NOT = subtraction anchored by ``E_0`` where needed),
-    ``"guidance"`` (classifier-free guidance around ``E_0``: ``E = E_0 + w·D``, ``w`` =
-    ``guidance_scale``) or ``"logic"`` (probabilities of classifier heads); ``None`` means the
-    library's ``default_semantics`` (a trained model records one), else ``"product"``;
-    ``guidance_scale=None`` means the library's ``guidance_scale``, else 1.
-    ``or_temperature`` is τ of the soft-min. ``or_log_weights`` adds a log-weight to disjuncts:
-    a dict keyed by disjunct text (``{"a": 0.0, "b & c": -1.2}``, matched by normal form,
-    applied wherever that disjunct appears in an OR), or a sequence with one value per disjunct
-    of a root OR.
-
-    Leaves whose energies take ``sigma`` are evaluated at the noise level given to ``forward``
-    and ``score``; heads that give only scores (``kind="score"``) compose where the energy is
-    linear in its concepts (then only ``score`` is available).
-
-    Raises :class:`UnknownConceptError` for names the library lacks (all of them, each with a
-    did-you-mean); :class:`~conceptalg.errors.ConceptArgumentError` (a :class:`CompileError`)
-    for a concept written with the wrong arguments — a parametric one with none, with a number
-    other than its library declares or one outside its declared range, or arguments to a
-    concept that takes none — with the line, column and a caret when the expression is text;
-    and :class:`CompileError` for an unanchored negation without a base, a semantics the
-    library cannot support, energy values needed from a score-only head, or bad arguments.
-
-    Example:
-        >>> import torch
-        >>> lib = {"a": lambda x: x.pow(2).sum(-1), "b": lambda x: (x - 1).pow(2).sum(-1)}
-        >>> compose("a | b", lib, or_temperature=0.5)(torch.zeros(1, 2))
-        tensor([-0.0091])
-        >>> compose("~a", lib)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-          ...
-        conceptalg.errors.CompileError: `~a` needs a base energy E_0 (...) ... Anchor the negation: `x & ~a`, or give a base (...)
-    """
-    return ComposedEnergy(expr_or_text, concepts, base=base, semantics=semantics,
-                          or_temperature=or_temperature, or_log_weights=or_log_weights,
-                          guidance_scale=guidance_scale)
-
-
-class _SymbolicLibrary:
-    """Every name resolves (nothing is loaded): lets ``explain`` show a plan without a model."""
-
-    def __init__(self, semantics: str) -> None:
-        self.kind = "log_prob" if semantics == "logic" else "energy"
-        self.base = Head("base", None, None)
-        self._heads: dict[tuple, Head] = {}
-
-    def resolve(self, c: Concept) -> Head:
-        key = (c.name, c.factor)
-        if key not in self._heads:
-            self._heads[key] = Head(c.name, c.factor, None, None, self.kind, None)
-        return self._heads[key]
-
-    def names(self) -> list[str]:
-        return [h.key for h in self._heads.values()]
-
-
-def explain(expr_or_text: Expr | str, concepts: Any = None, *, semantics: str | None = None,
-            or_temperature: float = 1.0,
-            or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
-            guidance_scale: float | None = None) -> str:
-    """``compose(...).explain()`` (same arguments); without ``concepts``, names are not checked
-    and a base ``E_0`` is assumed, so the plan of any expression can be shown (``semantics=None``
-    is then ``"product"``).
-
-    Example:
-        >>> print(explain("~a & ~b | c"))  # doctest: +NORMALIZE_WHITESPACE
-        expression:  ~a & ~b | c
-        semantics:   product
-        normal form: ~a & ~b | c
-        leaves (3, evaluated in 4 calls):
-          a    (not loaded)
-          b    (not loaded)
-          c    (not loaded)
-          E_0  (not loaded)
-        formula:
-          E = softmin(-E[a] - E[b] + E_0, E[c])
-          softmin(e_1, ..., e_k) = -logsumexp_i(-e_i)
-    """
-    if concepts is None:
-        semantics = "product" if semantics is None else semantics
-        _check_semantics(semantics)
-        concepts = _SymbolicLibrary(semantics)
-    return compose(expr_or_text, concepts, semantics=semantics, or_temperature=or_temperature,
-                   or_log_weights=or_log_weights, guidance_scale=guidance_scale).explain()

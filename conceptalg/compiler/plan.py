@@ -125,6 +125,7 @@ class _Planner:
         self.memo: dict = {}
         self.anchored: list[tuple[str, str]] = []  # (term text, why) for each E_0 the plan uses
         self.disjuncts: list[tuple[str, int]] = []  # (text, slot) of every Or child
+        self.disjunct_log_weights: dict[str, float] = {}  # text -> ℓ (as explain shows them)
 
     def _new(self, op_cls, *args) -> int:
         slot = self.n
@@ -175,8 +176,10 @@ class _Planner:
                 ins = [self.term(t, "inside an OR") for t in body.terms]
                 lw = []
                 for t, s in zip(body.terms, ins):
-                    self.disjuncts.append((str(_to_expr(t)), s))
+                    text = str(_to_expr(t))
+                    self.disjuncts.append((text, s))
                     lw.append(self._log_weight(t))
+                    self.disjunct_log_weights[text] = lw[-1]
                 slot = self._new(_SoftMin, ins, self.tau, lw)
         self.memo[body] = slot
         return slot

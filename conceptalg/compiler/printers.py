@@ -1,8 +1,9 @@
 """Printers for humans: the text of :meth:`ComposedEnergy.explain` (leaves and formula).
 
 Reads the normal form and the plan of a :class:`~conceptalg.compiler.energy.ComposedEnergy`
-(which calls :func:`describe`; this module never imports it); nothing here is used to compute
-energies.
+(which calls :func:`describe`) and the branches of a
+:class:`~conceptalg.compiler.mixture.MixtureEnergy` (:func:`describe_mixture`); this module
+imports neither, and nothing here is used to compute energies.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..expr import Concept, format_number
 from .normalize import _NAnd, _NOr, _Term, _normal_form
-from .plan import _SoftMin
+from .plan import _LogOr, _SoftMin
 
 if TYPE_CHECKING:
     from .energy import ComposedEnergy
+    from .mixture import MixtureEnergy
 
-__all__ = ["describe"]
+__all__ = ["describe", "describe_mixture"]
 
 
 def _num(w: float) -> str:
@@ -115,10 +117,7 @@ def _view(head: Any) -> str | None:
     return view if isinstance(view, str) and view != "identity" else None
 
 
-def describe(energy: ComposedEnergy) -> str:
-    """The text of :meth:`ComposedEnergy.explain`: expression, the semantics in force, normal
-    form, the leaves (what computes each, which share a batched call, which take ``sigma`` or
-    give only a score) and the formula."""
+def _semantics_line(energy: Any) -> str:
     notes = []
     if energy.semantics_from_library:
         notes.append("the library's default")
@@ -126,16 +125,14 @@ def describe(energy: ComposedEnergy) -> str:
         notes.append(f"guidance scale {_num(energy.guidance_scale)}")
     if energy.or_temperature != 1.0:
         notes.append(f"or_temperature {_num(energy.or_temperature)}")
-    lines = [f"expression:  {energy.expr}",
-             f"semantics:   {energy.semantics}" + (f" ({'; '.join(notes)})" if notes else ""),
-             f"normal form: {energy.normal_form}",
-             f"leaves ({len(energy._leaves)}, evaluated in {len(energy._calls)} "
-             f"call{'s' if len(energy._calls) != 1 else ''}):"]
-    sizes = {(id(c.source), c.method): len(c.heads) for c in energy._calls if c.batched}
-    rows = [(leaf.text, leaf.head) for leaf in energy._leaves]
-    if energy._base is not None:
-        rows.append(("E_0", energy._base))
+    return f"semantics:   {energy.semantics}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _leaf_lines(rows: list, sizes: dict) -> list[str]:
+    """One line per leaf ``(text, head)``: what computes it and how (``sizes``: heads per
+    batched call)."""
     width = max(len(r[0]) for r in rows)
+    lines = []
     for text, head in rows:
         extra = []
         size = sizes.get((id(head.source), head.method), 0)
@@ -154,6 +151,86 @@ def describe(energy: ComposedEnergy) -> str:
             extra.append(f"batched: 1 call for {size} heads")
         note = f"  ({'; '.join(extra)})" if extra else ""
         lines.append(f"  {text:<{width}}  {head.computed_by()}{note}")
+    return lines
+
+
+def _leaf_rows(energy: ComposedEnergy) -> list:
+    rows = [(leaf.text, leaf.head) for leaf in energy._leaves]
+    if energy._base is not None:
+        rows.append(("E_0", energy._base))
+    return rows
+
+
+def _or_method(energy: ComposedEnergy) -> list[str]:
+    """How the ORs of a single energy are computed, and their weights."""
+    if energy.semantics == "logic":
+        if not any(isinstance(op, _LogOr) for op in energy._ops):
+            return []
+        return ["OR method:   exact noisy-or of probabilities, "
+                "P(a | b) = 1 - (1 - P(a))(1 - P(b)) (no branch weights)"]
+    if not energy._disjuncts:
+        return []
+    tau = energy.or_temperature
+    if tau == 1.0:
+        mass = ["disjunct i carries mass ∝ exp(l_i)·Z_i, Z_i = ∫exp(-E_i) not assumed equal",
+                "(calibrate() estimates them)"]
+    else:
+        mass = ["a sharpened soft minimum: no mixture of the disjuncts"]
+    lines = [f"OR method:   exact -τ logsumexp of energies (τ = {_num(tau)})",
+             *(f"             {line}" for line in mass),
+             "OR weights (l_i, the log-weight of disjunct i):"]
+    rows = energy._disjunct_log_weights
+    width = max(len(_num(v)) for v in rows.values())
+    lines.extend(f"  l = {_num(v):<{width}}  {text}" for text, v in rows.items())
+    return lines
+
+
+def describe(energy: ComposedEnergy) -> str:
+    """The text of :meth:`ComposedEnergy.explain`: expression, the semantics in force, normal
+    form, the leaves (what computes each, which share a batched call, which take ``sigma`` or
+    give only a score), the formula and, for an OR, the method and its weights."""
+    lines = [f"expression:  {energy.expr}", _semantics_line(energy),
+             f"normal form: {energy.normal_form}",
+             f"leaves ({len(energy._leaves)}, evaluated in {len(energy._calls)} "
+             f"call{'s' if len(energy._calls) != 1 else ''}):"]
+    sizes = {(id(c.source), c.method): len(c.heads) for c in energy._calls if c.batched}
+    lines.extend(_leaf_lines(_leaf_rows(energy), sizes))
     lines.append("formula:")
     lines.extend("  " + line for line in _formula(energy))
+    lines.extend(_or_method(energy))
+    return "\n".join(lines)
+
+
+def describe_mixture(mixture: MixtureEnergy) -> str:
+    """The text of :meth:`MixtureEnergy.explain`: expression, semantics, the disjunctive normal
+    form, the method and its assumption, the leaves of all branches and each branch's weight
+    and formula."""
+    k = len(mixture.branches)
+    lines = [f"expression:  {mixture.expr}", _semantics_line(mixture),
+             f"normal form: {mixture.normal_form}   (disjunctive: {k} branch"
+             f"{'es' if k != 1 else ''})",
+             "OR method:   mixture: a disjunct per chain, under equal partition functions",
+             f"             ({mixture.reason} has only a score: the exact -logsumexp of "
+             f"energies is out of reach)",
+             "             a chain draws branch n with weight c_n / Σ_m c_m (c_n: exp of its OR",
+             "             log-weights times its multinomial count) and runs on branch n's energy"]
+    rows: dict = {}
+    sizes: dict = {}
+    for branch in mixture.branches:
+        for text, head in _leaf_rows(branch):
+            rows.setdefault(text, head)
+        sizes.update({(id(c.source), c.method): len(c.heads) for c in branch._calls
+                      if c.batched})
+    order = {text: i for i, text in enumerate((*mixture.leaves, "E_0"))}
+    rows = sorted(rows.items(), key=lambda r: order.get(r[0], len(order)))
+    lines.append(f"leaves ({len(mixture.leaves)}):")
+    lines.extend(_leaf_lines(rows, sizes))
+    lines.append(f"branches ({k}):")
+    width = max(len(f"{w:.4g}") for w in mixture.branch_weights)
+    for n, (branch, w) in enumerate(zip(mixture.branches, mixture.branch_weights), 1):
+        lines.append(f"  {n}. weight {w:<{width}.4g}  {branch.expr}")
+        lines.extend(f"       {line}" for line in _formula(branch)
+                     if not line.startswith("score only"))
+    lines.append("score only: the mixture has no single E or score; conceptalg.sample draws "
+                 "each chain's branch")
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from .base import is_score_only, require_energy_values
 from .buffer import ReplayBuffer
 from .diagnostics import effective_sample_size, split_rhat
 from .loop import Shard, run
+from .mixture import is_mixture, sample_mixture
 from .resolve import (data_centre, default_noise, deterministic_mode, device_dtype, resolve_bounds,
                       resolve_init, resolve_mask, resolve_shape, resolve_step_size,
                       resolve_temperature, sampling_mode)
@@ -94,6 +95,12 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     also run score-only models (``score_only = True`` with ``score(x, sigma)``), which
     MALA/HMC/MH refuse. ``return_info`` adds ``"sigmas"`` and ``"acceptance rate per level"``.
 
+    A mixture (``energy.branches`` with ``energy.branch_weights``: what ``compose`` gives for
+    an OR over a score-only model) is sampled a branch per chain (:mod:`.mixture`): each chain's
+    branch is drawn from ``seed``, the chains of a branch run on that branch's energy with these
+    settings, and the samples come back in chain order; ``return_info`` adds ``"branch"``
+    (each chain's branch), ``"branch weights"``, ``"branch counts"`` and ``"branch info"``.
+
     ``distributed=True`` splits the ``n`` chains into contiguous blocks over the processes of
     the initialised ``torch.distributed`` group (under ``torchrun``; without a group it is one
     process) and returns all ``n`` samples on every process. Every process must make the same
@@ -121,6 +128,12 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
         >>> x.shape
         torch.Size([500, 2])
     """
+    if is_mixture(energy):  # an OR of a score-only model: a branch per chain (docs/design.md §0)
+        return sample_mixture(sample, energy, n, shape=shape, sampler=sampler, steps=steps,
+                              warmup=warmup, step_size=step_size, noise_scale=noise_scale,
+                              temperature=temperature, bounds=bounds, init=init, seed=seed,
+                              device=device, progress=progress, return_info=return_info,
+                              distributed=distributed, sigmas=sigmas, options=options)
     if not callable(energy) and not is_score_only(energy):
         raise TypeError(f"energy must be callable (x[B, ...] -> E[B]), got {type(energy).__name__}")
     if is_score_only(energy) and not callable(getattr(energy, "score", None)):
@@ -136,7 +149,7 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
     if seed is None:
         seed = generator.seed()
         if shard is not None:  # every process must draw the same numbers
-            from ..training.distributed import broadcast_int
+            from ..distributed import broadcast_int
             seed = broadcast_int(seed % 2 ** 63)
             generator.manual_seed(seed)
     else:
@@ -213,7 +226,7 @@ def sample(energy: Callable[[Tensor], Tensor], n: int, *, shape: Optional[Sequen
 
 def _shard(n: int) -> Optional[Shard]:
     """This process's block of the ``n`` chains, or None without a multi-process group."""
-    from ..training.distributed import all_gather_rows, current, shard_bounds
+    from ..distributed import all_gather_rows, current, shard_bounds
 
     group = current()
     if group is None:

@@ -359,9 +359,29 @@ class DSMTrainer(TrainingRun):
                                index[f"{f}={data.factors[f][0]}"] + data.labels[f][idx], -1)
                    for f in data.factors]
         rows = torch.stack(columns, 1)                                    # [B, F]
+        self._full_rows = rows          # every factor's row: what CoInD's penalty compares
         keep = torch.rand(rows.shape, generator=g) >= self.config.drop_rate
         keep &= (torch.rand(len(idx), generator=g) >= self.config.base_fraction)[:, None]
         return torch.where(keep, rows, -1)
+
+    def independence_loss(self, x: Tensor, full: Tensor, sigma: Tensor, noise: Tensor,
+                          g: torch.Generator) -> Tensor:
+        """CoInD's penalty on the first ``independence_batch`` samples (config docstring):
+        ``λ(σ) ‖D(c_i) + D(c_j) − D(∅) − D(c_i, c_j)‖²`` for a random pair of factors ``(i, j)``
+        of each sample, all four at the sample's own noisy input and level."""
+        model, b = self.online, min(self.config.independence_batch, len(x))
+        full = full[:b].to(x.device)                                      # [b, F]
+        pick = torch.rand(full.shape, generator=g).argsort(1)[:, :2].to(x.device)
+        ri, rj = full.gather(1, pick[:, :1]), full.gather(1, pick[:, 1:])   # [b, 1] each
+        none = torch.full_like(ri, -1)
+        base = torch.full_like(ri, len(model.head_names))
+        rows = torch.cat([torch.cat(pair, 1) for pair in
+                          ((ri, rj), (ri, none), (none, rj), (base, none))])   # [4b, 2]
+        noisy = (x[:b] + _view(sigma[:b], x) * noise[:b]).repeat(4, 1, 1, 1)
+        d = model.denoise_for(noisy, rows, None, sigma[:b].repeat(4), create_graph=True)
+        d_ij, d_i, d_j, d_0 = d.chunk(4)
+        gap = (d_i + d_j - d_0 - d_ij).square().flatten(1).mean(1)        # [b]
+        return (edm.loss_weight(sigma[:b], model.sigma_data) * gap).mean()
 
     def train_step(self) -> dict[str, float]:
         """One iteration; returns its metrics (floats)."""
@@ -371,7 +391,14 @@ class DSMTrainer(TrainingRun):
         if self.online.guided:
             loss, parts = self.guided_loss(*self._batch())
         else:
-            loss = self.loss(*self._batch())
+            batch = self._batch()
+            loss = self.loss(*batch)
+            if cfg.independence_weight > 0:
+                x, _, _, sigma, noise, _ = batch
+                penalty = self.independence_loss(x, self._full_rows, sigma, noise,
+                                                  self.generator)
+                parts = {"denoising loss": loss.detach(), "independence": penalty.detach()}
+                loss = loss + cfg.independence_weight * penalty
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]

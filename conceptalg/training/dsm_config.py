@@ -68,6 +68,11 @@ class DSMConfig:
     Okawa et al. 2023 and Farid et al. 2025 find complete conditioning drives compositional
     generalisation; it trains single concepts, pairs and the base in one objective
     (``drop_rate`` 0.2: a single concept of three factors in 0.8·0.2² ≈ 3 % per factor).
+    ``independence_weight`` > 0 adds CoInD's independence penalty (Gaudi et al., ICLR 2025)
+    under complete conditioning: for ``independence_batch`` samples of each batch and a random
+    pair of their factors ``(i, j)``, ``λ(σ) ‖D(c_i) + D(c_j) − D(∅) − D(c_i, c_j)‖²`` at the
+    same noisy input — the joint condition is made the sum of the single ones, as composition
+    by summed guidance assumes (four more network passes on the sub-batch).
     ``ema_schedule``: ``"rampup"`` (above) or ``"warmup"``, the decay ``min(ema, (1+t)/(10+t))``
     (an average over the last ``1/(1 − ema)`` steps as soon as ``t`` allows).
     """
@@ -96,6 +101,8 @@ class DSMConfig:
     ema_schedule: str = "rampup"
     conditioning: str = "one"
     drop_rate: float = 0.2
+    independence_weight: float = 0.0
+    independence_batch: int = 16
     seed: int = 0
     log_every: int = 50
 
@@ -120,6 +127,13 @@ class DSMConfig:
                              f"{self.conditioning!r}")
         if not 0 <= self.drop_rate < 1:
             raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        check_int("independence_batch", self.independence_batch, 1)
+        w = self.independence_weight
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+            raise ValueError(f"independence_weight must be a finite number >= 0, got {w!r}")
+        if w > 0 and self.conditioning != "complete":
+            raise ValueError("independence_weight (CoInD's penalty) compares joint and single "
+                             "conditions: it needs conditioning='complete'")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
                              f"{self.normalisation!r}")
