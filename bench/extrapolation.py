@@ -69,6 +69,8 @@ ARMS: dict[str, dict] = {
     "prototype-rampup": _arm({"ema_schedule": "rampup"}, start=PROTOTYPE),
     "prototype+complete": _arm({"conditioning": "complete"}, start=PROTOTYPE),
     "library+complete": _arm({"conditioning": "complete"}),
+    "prototype+complete+coind": _arm({"conditioning": "complete", "independence_weight": 1.0},
+                                     start=PROTOTYPE),
 }
 
 
