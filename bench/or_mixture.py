@@ -9,7 +9,7 @@ branch counts of all repeats, pooled, are tested against the branch weights (Pea
 
     .venv/bin/python bench/or_mixture.py [models/shapes] [--n 16] [--repeats 3]
 
-Writes bench/results/or_mixture.json.
+Writes bench/results/or_mixture.json; bench/truth_table.py calls :func:`measure`.
 """
 
 from __future__ import annotations
@@ -22,37 +22,33 @@ import time
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import conceptalg  # noqa: E402
+from conceptalg.evaluation.truth_table import chi2_p  # noqa: E402
 from conceptalg.sampling.mixture import is_mixture  # noqa: E402
 
 PAIRS = [("red | blue", "red & blue"), ("(red | blue) & square", "red & blue & square"),
          ("circle & ~red | square", "circle & ~red & square")]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", default=str(ROOT / "models" / "shapes"))
-    parser.add_argument("--n", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "or_mixture.json"))
-    args = parser.parse_args(argv)
+def measure(model_path: str, n: int = 16, repeats: int = 3) -> dict:
+    """The timings and branch tests of :data:`PAIRS` on the model at ``model_path`` (module
+    docstring), as the JSON this script writes; prints one line per pair."""
     torch.set_num_threads(1)
-    model = conceptalg.load(args.model)
+    model = conceptalg.load(model_path)
     names = [e for pair in PAIRS for e in pair]
     energies = {name: conceptalg.compose(name, model) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     counts: dict[str, list[int]] = {}
-    for r in range(args.repeats):
+    for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             energy = energies[name]
             mixture = is_mixture(energy)
             start = time.perf_counter()
-            out = conceptalg.sample(energy, args.n, seed=r, return_info=mixture)
+            out = conceptalg.sample(energy, n, seed=r, return_info=mixture)
             times[name].append(time.perf_counter() - start)
             if mixture:
                 drawn = out[1]["branch counts"]
@@ -65,13 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         row["ratio"] = row["or seconds"] / row["and seconds"]
         if union in counts:
             weights = list(energy.branch_weights)
-            total = sum(counts[union])
-            expected = [w * total for w in weights]
-            chi2 = sum((o - e) ** 2 / e for o, e in zip(counts[union], expected) if e > 0)
             row.update(branches=[str(b.expr) for b in energy.branches], weights=weights,
-                       counts=counts[union],
-                       p=float(stats.chi2.sf(chi2, df=len(weights) - 1)) if len(weights) > 1
-                       else 1.0)
+                       counts=counts[union], p=chi2_p(counts[union], weights))
         rows.append(row)
         shares = "" if "counts" not in row else (
             "  branches " + ", ".join(f"{b} {c}/{sum(row['counts'])}" for b, c in
@@ -79,9 +70,19 @@ def main(argv: list[str] | None = None) -> int:
             + f"  χ² p = {row['p']:.3f}")
         print(f"{union:26} {row['or seconds']:6.2f} s   {conj:26} {row['and seconds']:6.2f} s"
               f"   ratio {row['ratio']:.2f}{shares}")
-    result = {"machine": platform.platform(), "torch": torch.__version__, "threads": 1,
-              "model": args.model, "n": args.n, "repeats": args.repeats,
-              "composition": model.config.composition, "pairs": rows}
+    return {"machine": platform.platform(), "torch": torch.__version__, "threads": 1,
+            "model": model_path, "n": n, "repeats": repeats,
+            "composition": model.config.composition, "pairs": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", default=str(ROOT / "models" / "shapes"))
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "or_mixture.json"))
+    args = parser.parse_args(argv)
+    result = measure(args.model, args.n, args.repeats)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

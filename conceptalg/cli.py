@@ -25,8 +25,8 @@ import sys
 import textwrap
 
 from .cli_args import (UsageError, check_device, check_output_file, check_picture, check_run_dir,
-                       key_value, nonnegative_int, positive_float, positive_int, set_threads,
-                       sigma_list)
+                       key_value, non_negative_float, nonnegative_int, positive_float,
+                       positive_int, set_threads, sigma_list)
 from .cli_args import err as _err
 from .cli_args import out as _out
 from .errors import CheckpointError, ConceptAlgError, ConceptArgumentError, ConceptSyntaxError
@@ -35,6 +35,37 @@ from .errors import CheckpointError, ConceptAlgError, ConceptArgumentError, Conc
 SAMPLER_NAMES = ("langevin", "mala", "hmc", "mh", "heun")
 
 __all__ = ["main", "build_parser"]
+
+
+def sigma_range(text: str) -> tuple[float, float | None]:
+    """``LO,HI`` noise levels for ``--negation-sigmas``, ``0 <= LO < HI``; ``LO,`` has no upper
+    bound.
+
+    Example:
+        >>> sigma_range("1,"), sigma_range("0.5,8")
+        ((1.0, None), (0.5, 8.0))
+    """
+    lo, sep, hi = text.partition(",")
+    try:
+        if not sep:
+            raise ValueError
+        low = non_negative_float(lo.strip())
+        high = None if not hi.strip() else positive_float(hi.strip())
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected LO,HI noise levels (LO >= 0; 'LO,' for no "
+                                         f"upper bound), got {text!r}") from None
+    if high is not None and not high > low:
+        raise argparse.ArgumentTypeError(f"expected LO < HI, got {text!r}")
+    return low, high
+
+
+def _add_negation_options(p) -> None:
+    p.add_argument("--negation-scale", type=non_negative_float, default=None, metavar="NU",
+                   help="guidance: each negated term's weight times NU (default: the model's, "
+                        "else 1)")
+    p.add_argument("--negation-sigmas", type=sigma_range, default=None, metavar="LO,HI",
+                   help="guidance: count negated terms only at noise levels LO <= σ <= HI "
+                        "('1,': σ >= 1; default: the model's, else every level)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,7 +181,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     semantics = args.semantics if args.semantics is not None or concepts is not None \
         else "product"
     _out(explain(args.expr, concepts, semantics=semantics, or_temperature=args.or_temperature,
-                 guidance_scale=args.guidance_scale))
+                 guidance_scale=args.guidance_scale, negation_scale=args.negation_scale,
+                 negation_sigmas=args.negation_sigmas))
     if concepts is None:
         _out("(no --model: names are not checked and a base energy E_0 is assumed)")
     return 0
@@ -170,6 +202,7 @@ def _register_explain(sub) -> None:
                    help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's, else 1)")
     p.add_argument("--or-temperature", type=positive_float, default=1.0, metavar="TAU",
                    help="temperature of OR's soft minimum (default: 1)")
+    _add_negation_options(p)
     p.add_argument("--model", metavar="DIR", default=None,
                    help="a trained model (run directory or checkpoint) to check names against")
     p.set_defaults(func=_cmd_explain)
@@ -251,7 +284,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise UsageError(f"samples of shape {shape} have no picture; add --save FILE.npz "
                              f"(or .safetensors)")
         energy = compose(args.expr, model, semantics=args.semantics,
-                         guidance_scale=args.guidance_scale)
+                         guidance_scale=args.guidance_scale, negation_scale=args.negation_scale,
+                         negation_sigmas=args.negation_sigmas)
         options = {k: v for k, v in dict(sampler=args.sampler, steps=args.steps,
                                          step_size=args.step_size,
                                          sigmas=args.sigmas).items() if v is not None}
@@ -322,6 +356,7 @@ def _register_sample(sub) -> None:
                    help="default: the model's own (guidance for dsm image models, else product)")
     p.add_argument("--guidance-scale", type=positive_float, default=None, metavar="W",
                    help="guidance: E = E_0 + W * sum(E_c - E_0) (default: the model's)")
+    _add_negation_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",

@@ -14,7 +14,10 @@ a sign, so nested Ands are flattened through weights *and* negations (``c & ~(a 
   root, an Or child) is ``E_0 − w · E[body]``; a concept is ``E_c``.
 - ``guidance``: ``E = E_0 + w · D`` (``w`` = ``guidance_scale``, default 1) where ``D`` follows
   the product rules on ``D_c = E_c − E_0`` with the anchor ``D_0 = 0`` (so ``~f`` is ``−D[f]``:
-  ratio negation).
+  ratio negation). Negated terms may take their own weight and noise levels: ``negation_scale``
+  ν multiplies each negated term's weight (``c & ~r`` is ``D[c] − ν·D[r]``) and
+  ``negation_sigmas=(lo, hi)`` counts them only at ``lo ≤ σ ≤ hi`` (dropped elsewhere); both
+  default to the library's (a trained model's composition), else 1 and every level.
 - ``logic``: ``E = E_0 − log P``, ``P(a ∧ b) = P(a)P(b)``, ``P(¬a) = 1 − P(a)``,
   ``P(a ∨ b) = 1 − (1 − P(a))(1 − P(b))``, a term ``(w, sign, body)`` is ``P(body)^w`` or
   ``(1 − P(body))^w``; computed in log space with ``log1mexp(u) = log(1 − e^u)``.

@@ -24,7 +24,9 @@ __all__ = ["compose", "explain"]
 def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = None,
             semantics: str | None = None, or_temperature: float = 1.0,
             or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
-            guidance_scale: float | None = None) -> ComposedEnergy | MixtureEnergy:
+            guidance_scale: float | None = None, negation_scale: float | None = None,
+            negation_sigmas: Sequence[float | None] | None = None
+            ) -> ComposedEnergy | MixtureEnergy:
     """Compile a concept expression into one energy over a concept library (docs/design.md §4).
 
     ``concepts`` is a :class:`~conceptalg.library.ConceptLibrary`, a trained model with the
@@ -35,6 +37,11 @@ def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = 
     ``guidance_scale``) or ``"logic"`` (probabilities of classifier heads); ``None`` means the
     library's ``default_semantics`` (a trained model records one), else ``"product"``;
     ``guidance_scale=None`` means the library's ``guidance_scale``, else 1.
+    Under ``guidance``, ``negation_scale`` ``ν`` multiplies the weight of every negated term
+    (``c & ~r`` is ``D = D[c] − ν·D[r]``; default the library's, else 1) and
+    ``negation_sigmas=(lo, hi)`` counts negated terms only at noise levels ``lo ≤ σ ≤ hi``
+    (``hi`` ``None``: no bound; outside, they are dropped; default the library's, else every
+    level): a negation that only steers the coarse levels leaves the fine ones to the data.
     ``or_temperature`` is τ of the soft-min. ``or_log_weights`` adds a log-weight to disjuncts:
     a dict keyed by disjunct text (``{"a": 0.0, "b & c": -1.2}``, matched by normal form,
     applied wherever that disjunct appears in an OR), or a sequence with one value per disjunct
@@ -68,7 +75,8 @@ def compose(expr_or_text: Expr | str, concepts: Any, *, base: Callable | None = 
         conceptalg.errors.CompileError: `~a` needs a base energy E_0 (...) ... Anchor the negation: `x & ~a`, or give a base (...)
     """
     settings = dict(base=base, semantics=semantics, or_temperature=or_temperature,
-                    or_log_weights=or_log_weights, guidance_scale=guidance_scale)
+                    or_log_weights=or_log_weights, guidance_scale=guidance_scale,
+                    negation_scale=negation_scale, negation_sigmas=negation_sigmas)
     try:
         return ComposedEnergy(expr_or_text, concepts, **settings)
     except OrNeedsEnergyValues as e:
@@ -96,7 +104,8 @@ class _SymbolicLibrary:
 def explain(expr_or_text: Expr | str, concepts: Any = None, *, semantics: str | None = None,
             or_temperature: float = 1.0,
             or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
-            guidance_scale: float | None = None) -> str:
+            guidance_scale: float | None = None, negation_scale: float | None = None,
+            negation_sigmas: Sequence[float | None] | None = None) -> str:
     """``compose(...).explain()`` (same arguments); without ``concepts``, names are not checked
     and a base ``E_0`` is assumed, so the plan of any expression can be shown (``semantics=None``
     is then ``"product"``).
@@ -126,4 +135,5 @@ def explain(expr_or_text: Expr | str, concepts: Any = None, *, semantics: str | 
         _check_semantics(semantics)
         concepts = _SymbolicLibrary(semantics)
     return compose(expr_or_text, concepts, semantics=semantics, or_temperature=or_temperature,
-                   or_log_weights=or_log_weights, guidance_scale=guidance_scale).explain()
+                   or_log_weights=or_log_weights, guidance_scale=guidance_scale,
+                   negation_scale=negation_scale, negation_sigmas=negation_sigmas).explain()

@@ -74,6 +74,86 @@ def resolve_semantics(concepts: Any, library: Any, semantics: str | None,
     return semantics, from_library, w
 
 
+def composition_hint(concepts: Any, library: Any, name: str) -> Any:
+    """:func:`hint`, else ``name`` in the ``config.composition`` of the object passed as
+    ``concepts`` (a trained model's composition defaults); ``None`` when none carries it."""
+    value = hint(concepts, library, name)
+    if value is None:
+        composition = getattr(getattr(concepts, "config", None), "composition", None)
+        if isinstance(composition, Mapping):
+            value = composition.get(name)
+    return value
+
+
+#: the semantics whose negated terms take ``negation_scale`` and ``negation_sigmas``
+NEGATION_OPTIONS = ("guidance",)
+
+
+def resolve_negation(concepts: Any, library: Any, semantics: str, from_library: bool,
+                     negation_scale: Any, negation_sigmas: Any
+                     ) -> tuple[float | None, tuple[float, float] | None]:
+    """``(ν, (σ_lo, σ_hi))`` for guidance's negated terms: each negated term's weight is
+    multiplied by ``ν`` (default 1), and negated terms count only at noise levels
+    ``σ_lo ≤ σ ≤ σ_hi`` (``None``: at every level; ``σ_hi`` ``None`` or ``inf``: no upper
+    bound). ``None`` arguments take the library's (a trained model's composition) defaults.
+    Other semantics return ``(None, None)`` and refuse an explicit value.
+
+    Example:
+        >>> resolve_negation(None, None, "guidance", False, 0.5, (1, None))
+        (0.5, (1.0, inf))
+        >>> resolve_negation(None, None, "product", False, None, None)
+        (None, None)
+    """
+    if semantics not in NEGATION_OPTIONS:
+        given = [n for n, v in (("negation_scale", negation_scale),
+                                ("negation_sigmas", negation_sigmas)) if v is not None]
+        if given:
+            whose = " (the library's default)" if from_library else ""
+            raise CompileError(
+                f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to "
+                f"semantics='guidance' (a negated term is -nu*D[c] in E = E_0 + w*D, counted "
+                f"over a range of noise levels), and the semantics in force is "
+                f"{semantics!r}{whose}; pass semantics='guidance' or drop {given[0]}")
+        return None, None
+    what = "negation_scale"
+    if negation_scale is None:
+        negation_scale = composition_hint(concepts, library, "negation_scale")
+        what = "the library's negation_scale"
+    nu = 1.0 if negation_scale is None else _number(negation_scale, what)
+    if not (math.isfinite(nu) and nu >= 0):
+        raise CompileError(f"{what} must be finite and >= 0 (each negated term's weight is "
+                           f"multiplied by it; 1 leaves it as written), got {negation_scale!r}")
+    what = "negation_sigmas"
+    if negation_sigmas is None:
+        negation_sigmas = composition_hint(concepts, library, "negation_sigmas")
+        what = "the library's negation_sigmas"
+    if negation_sigmas is None:
+        return nu, None
+    return nu, _sigma_range(negation_sigmas, what)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or isinstance(value, str):
+        raise CompileError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CompileError(f"{what} must be a number, got {value!r}") from None
+
+
+def _sigma_range(value: Any, what: str) -> tuple[float, float]:
+    """``(lo, hi)`` from a pair of noise levels, ``0 ≤ lo < hi`` (``hi`` ``None``: ∞)."""
+    usage = (f"{what} must be a pair (lo, hi) of noise levels with 0 <= lo < hi (hi None or "
+             f"inf: no upper bound), e.g. (1.0, None)")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise CompileError(f"{usage}; got {value!r}")
+    lo = _number(value[0], f"{what}[0]")
+    hi = math.inf if value[1] is None else _number(value[1], f"{what}[1]")
+    if not (math.isfinite(lo) and lo >= 0 and not math.isnan(hi) and hi > lo):
+        raise CompileError(f"{usage}; got {value!r}")
+    return lo, hi
+
+
 def check_or_temperature(or_temperature: Any, semantics: str, or_log_weights: Any) -> float:
     tau = float(or_temperature)
     if not (math.isfinite(tau) and tau > 0):

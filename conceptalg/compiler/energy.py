@@ -14,6 +14,7 @@ mixture for an OR over score-only heads.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -24,9 +25,9 @@ from ..expr import Expr, as_expr, format_number
 from ..library import SAMPLING_HINTS, as_library
 from .calls import _Leaf, as_sigma, evaluate_head, plan_calls
 from .checks import (base_head, check_base, check_or_temperature, check_scores, log_weight_table,
-                     resolve_leaves, resolve_semantics)
+                     resolve_leaves, resolve_negation, resolve_semantics)
 from .normalize import _normal_form, _to_expr
-from .plan import _Planner, _SoftMin, linear_form
+from .plan import _Lin, _Planner, _SoftMin, linear_form
 from .printers import describe
 
 __all__ = ["ComposedEnergy"]
@@ -51,6 +52,7 @@ class ComposedEnergy(nn.Module):
 
     Attributes: ``expr`` (the expression), ``semantics``, ``semantics_from_library`` (True when
     it is the library's default), ``guidance_scale`` (``w`` under guidance and logic, else ``None``),
+    ``negation_scale`` and ``negation_sigmas`` (under guidance, else ``None``),
     ``or_temperature``, ``normal_form`` (an expression), ``leaves`` (DSL spellings of the
     distinct leaves), ``library``, ``sigma_aware`` (some leaf or the base takes ``sigma``),
     ``score_only`` (some leaf or the needed base gives only a score: no ``forward``).
@@ -74,13 +76,17 @@ class ComposedEnergy(nn.Module):
     def __init__(self, expr: Expr | str, concepts: Any, *, base: Callable | None = None,
                  semantics: str | None = None, or_temperature: float = 1.0,
                  or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
-                 guidance_scale: float | None = None) -> None:
+                 guidance_scale: float | None = None, negation_scale: float | None = None,
+                 negation_sigmas: Sequence[float | None] | None = None) -> None:
         super().__init__()
         self.expr = as_expr(expr)
         self.library = as_library(concepts)
         semantics, self.semantics_from_library, self.guidance_scale = resolve_semantics(
             concepts, self.library, semantics, guidance_scale)
         self.semantics = semantics
+        self.negation_scale, self.negation_sigmas = resolve_negation(
+            concepts, self.library, semantics, self.semantics_from_library, negation_scale,
+            negation_sigmas)
         self.or_temperature = check_or_temperature(or_temperature, semantics, or_log_weights)
         library_base = base_head(base) if base is not None else getattr(self.library, "base", None)
         nf = _normal_form(self.expr, semantics != "logic")
@@ -102,6 +108,9 @@ class ComposedEnergy(nn.Module):
                                f"`{self.expr}`; disjuncts: "
                                f"{', '.join(sorted({d for d, _ in planner.disjuncts})) or 'none'}")
         self._ops, self._n_slots = planner.ops, planner.n
+        negates = any(isinstance(op, _Lin) and any(op.negs) for op in self._ops)
+        self._negation_gated = negates and (self.negation_scale not in (None, 1.0)
+                                            or self.negation_sigmas is not None)
         self._disjuncts, self._log_weights = planner.disjuncts, log_weights
         self._disjunct_log_weights = planner.disjunct_log_weights
         needs_base = library_base is not None and (
@@ -135,25 +144,33 @@ class ComposedEnergy(nn.Module):
 
     def _plan_score(self) -> None:
         """The root's coefficient on each atom, when the energy is linear in them: which raw
-        outputs ``score`` differentiates (with their factors) and which it reads as scores."""
+        outputs ``score`` differentiates (with their factors) and which it reads as scores —
+        once with the negated terms as :meth:`_regime` sets them at levels inside
+        ``negation_sigmas`` (``"on"``) and, when a range is set, once without them (``"off"``)."""
         n = len(self._leaves)
         eye = torch.eye(n + 1, dtype=torch.float64)  # atoms: the leaves, then E_0
         e0 = eye[n]
         forms = {"E": lambda i: eye[i], "E-E0": lambda i: eye[i] - e0,
                  "E0-r": lambda i: e0 - eye[i], "-r": lambda i: -eye[i]}
         anchor = e0 if self.semantics == "product" and self._base is not None else None
-        root = None
-        if self.semantics != "logic":
-            root = linear_form(self._ops, [forms[m](i) for i, (m, _) in
-                                           enumerate(self._leaf_modes)],
-                               self._n_slots, self._root, anchor)
-        self._linear = root is not None
-        self._grad_terms: tuple = ()
-        self._score_terms: tuple = ()
-        self._score_calls: tuple = ()
-        self._grad_calls: tuple = ()
-        if root is None:
+        self._linear = False
+        self._terms: dict[str, tuple] = {}
+        if self.semantics == "logic":
             return
+        leaf_forms = [forms[m](i) for i, (m, _) in enumerate(self._leaf_modes)]
+        regimes = {"on": self._factor("on")}
+        if self._negation_gated and self.negation_sigmas is not None:
+            regimes["off"] = 0.0
+        for regime, g in regimes.items():
+            root = linear_form(self._ops, leaf_forms, self._n_slots, self._root, anchor, g)
+            if root is None:
+                return
+            self._terms[regime] = self._linear_terms(root, e0)
+        self._linear = True
+
+    def _linear_terms(self, root: Tensor, e0: Tensor) -> tuple:
+        """``(grad terms, score terms, grad calls, score calls)`` of root coefficients ``root``:
+        ``(atom, factor)`` pairs, and the calls that compute them."""
         if self.semantics == "guidance":
             root = e0 + self.guidance_scale * root
         heads = [leaf.head for leaf in self._leaves] + [self._base]
@@ -165,10 +182,47 @@ class ComposedEnergy(nn.Module):
                 score.append((i, c / head.temperature))
             else:  # an energy is read at temperature 1; a log-probability as it is
                 grad.append((i, c / head.temperature if head.kind == "energy" else c))
-        self._grad_terms, self._score_terms = tuple(grad), tuple(score)
         used_grad, used_score = {i for i, _ in grad}, {i for i, _ in score}
-        self._grad_calls = tuple(c for c in self._calls if not c.scores and used_grad & set(c.outs))
-        self._score_calls = tuple(c for c in self._calls if c.scores and used_score & set(c.outs))
+        return (tuple(grad), tuple(score),
+                tuple(c for c in self._calls if not c.scores and used_grad & set(c.outs)),
+                tuple(c for c in self._calls if c.scores and used_score & set(c.outs)))
+
+    def _mixed_terms(self, on: Tensor) -> tuple:
+        """The linear terms for per-sample regimes, ``on`` ``[B]`` (1: inside
+        ``negation_sigmas``, 0: outside): each factor is a ``[B]`` tensor."""
+        (g1, s1, gc1, sc1), (g0, s0, gc0, sc0) = self._terms["on"], self._terms["off"]
+
+        def mix(a, b):
+            a, b = dict(a), dict(b)
+            return tuple((i, on * a.get(i, 0.0) + (1 - on) * b.get(i, 0.0))
+                         for i in dict.fromkeys([*a, *b]))
+
+        calls = lambda x, y: tuple(c for c in self._calls if c in x or c in y)  # noqa: E731
+        return mix(g1, g0), mix(s1, s0), calls(gc1, gc0), calls(sc1, sc0)
+
+    # --- negated terms under guidance ---------------------------------------------------------
+    def _regime(self, sigma: Any, s: Tensor | None) -> Any:
+        """Whether the negated terms count at the level given: ``"on"``, ``"off"``, or (a
+        tensor of levels) a ``[B]`` tensor, 1 where they do. ``sigma`` is what the caller
+        passed (a number decides on the host), ``s`` the levels as a tensor."""
+        if not self._negation_gated or self.negation_sigmas is None:
+            return "on"
+        lo, hi = self.negation_sigmas
+        if sigma is None or isinstance(sigma, numbers.Real):
+            level = 0.0 if sigma is None else float(sigma)
+            return "on" if lo <= level <= hi else "off"
+        return ((s >= lo) & (s <= hi)).to(s.dtype)  # [B]
+
+    def _factor(self, regime: Any) -> Any:
+        """The factor ``g`` on the negated terms' coefficients in a regime (``None``: 1)."""
+        if not self._negation_gated:
+            return None
+        nu = self.negation_scale
+        if isinstance(regime, Tensor):
+            return regime * nu
+        if regime == "off":
+            return 0.0
+        return None if nu == 1.0 else nu
 
     # --- running -----------------------------------------------------------------------------
     def _sigma(self, sigma: Any, x: Tensor) -> Tensor | None:
@@ -185,7 +239,8 @@ class ComposedEnergy(nn.Module):
             e0 = raw[-1] if self._base.temperature == 1.0 else raw[-1] / self._base.temperature
         return raw, e0
 
-    def _values(self, x: Tensor, sigma: Tensor | None) -> tuple[list, Tensor | None]:
+    def _values(self, x: Tensor, sigma: Tensor | None,
+                regime: Any = "on") -> tuple[list, Tensor | None]:
         raw, e0 = self._raw(x, sigma)
         v: list = [None] * self._n_slots
         for i, (mode, t) in enumerate(self._leaf_modes):
@@ -198,12 +253,13 @@ class ComposedEnergy(nn.Module):
             else:
                 v[i] = -r if mode == "-r" else r
         anchor = e0 if self.semantics == "product" else None
+        g = self._factor(regime)
         for op in self._ops:
-            op(v, anchor)
+            op(v, anchor, g)
         return v, e0
 
-    def _energy(self, x: Tensor, sigma: Tensor | None) -> Tensor:
-        v, e0 = self._values(x, sigma)
+    def _energy(self, x: Tensor, sigma: Tensor | None, regime: Any = "on") -> Tensor:
+        v, e0 = self._values(x, sigma, regime)
         out = v[self._root]
         if self.semantics == "guidance":
             return e0 + out if self.guidance_scale == 1.0 else e0 + self.guidance_scale * out
@@ -222,12 +278,12 @@ class ComposedEnergy(nn.Module):
         """
         if self.score_only:
             raise CompileError(self._no_energy)
-        sigma = self._sigma(sigma, x)
+        s = self._sigma(sigma, x)
         if self._only_call is not None:
             raw = [None]
-            self._only_call(self, x, sigma, raw)
+            self._only_call(self, x, s, raw)
             return raw[0]
-        return self._energy(x, sigma)
+        return self._energy(x, s, self._regime(sigma, s))
 
     def score(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         """The composed score ``−∇_x E(x, σ)``, ``[B, *shape]`` (``sigma`` as in ``forward``).
@@ -247,25 +303,32 @@ class ComposedEnergy(nn.Module):
         s = self._sigma(sigma, x)
         if self.semantics == "logic" and self._base.kind == "score":
             return self._logic_score(x, s)
+        regime = self._regime(sigma, s)
         if not self._linear:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                (g,) = torch.autograd.grad(self._energy(xg, s).sum(), xg)
+                (g,) = torch.autograd.grad(self._energy(xg, s, regime).sum(), xg)
             return -g
+        if isinstance(regime, Tensor):
+            grad_terms, score_terms, grad_calls, score_calls = self._mixed_terms(regime)
+        else:
+            grad_terms, score_terms, grad_calls, score_calls = self._terms[regime]
         raw: list = [None] * (len(self._leaves) + 1)
         out = None
-        if self._score_terms:
-            for call in self._score_calls:
+        if score_terms:
+            for call in score_calls:
                 call(self, x, s, raw)
-            for i, c in self._score_terms:
+            for i, c in score_terms:
+                if isinstance(c, Tensor):  # one factor per sample
+                    c = c.reshape(-1, *([1] * (raw[i].dim() - 1)))
                 out = raw[i] * c if out is None else out + raw[i] * c  # [B, *shape]
-        if self._grad_terms:
+        if grad_terms:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                for call in self._grad_calls:
+                for call in grad_calls:
                     call(self, xg, s, raw)
                 total = None
-                for i, c in self._grad_terms:
+                for i, c in grad_terms:
                     total = raw[i] * c if total is None else total + raw[i] * c  # [B]
                 (g,) = torch.autograd.grad(total.sum(), xg)
             out = -g if out is None else out - g
@@ -348,7 +411,7 @@ class ComposedEnergy(nn.Module):
             raise CompileError(f"proportions name {sorted(set(proportions) - known)}, which are "
                                f"not disjuncts; disjuncts: {', '.join(sorted(known))}")
         sigma = self._sigma(None, base_samples)
-        v, e0 = self._values(base_samples, sigma)
+        v, e0 = self._values(base_samples, sigma, self._regime(None, sigma))
         if e0 is None:  # the plan itself does not use E_0
             base = self._library_base
             e0 = evaluate_head(base, base_samples, as_sigma(None, base_samples)
@@ -371,6 +434,10 @@ class ComposedEnergy(nn.Module):
         extra = ""
         if self.guidance_scale not in (None, 1.0):
             extra += f", guidance_scale={format_number(self.guidance_scale)}"
+        if self.negation_scale not in (None, 1.0):
+            extra += f", negation_scale={format_number(self.negation_scale)}"
+        if self.negation_sigmas is not None:
+            extra += f", negation_sigmas={_range_text(self.negation_sigmas)}"
         if self.or_temperature != 1.0:
             extra += f", or_temperature={format_number(self.or_temperature)}"
         return f"ComposedEnergy({str(self.expr)!r}, semantics={self.semantics!r}{extra})"
@@ -380,3 +447,8 @@ class ComposedEnergy(nn.Module):
         a batched call, which take ``sigma`` or give only a score) and the formula, as text.
         """
         return describe(self)
+
+
+def _range_text(bounds: tuple[float, float]) -> str:
+    lo, hi = bounds
+    return f"({format_number(lo)}, {'None' if hi == math.inf else format_number(hi)})"

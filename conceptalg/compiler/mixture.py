@@ -26,7 +26,7 @@ from ..errors import CompileError
 from ..expr import Expr, Or, as_expr, format_number
 from ..expr import concepts as concepts_of
 from ..library import SAMPLING_HINTS, as_library
-from .checks import log_weight_table, resolve_semantics
+from .checks import log_weight_table, resolve_negation, resolve_semantics
 from .dnf import expand, probabilities
 from .energy import ComposedEnergy
 from .normalize import _normal_form, _to_expr
@@ -48,6 +48,7 @@ class MixtureEnergy(nn.Module):
     chain and samples each chain with its branch's energy.
 
     Attributes: ``expr``, ``semantics``, ``semantics_from_library``, ``guidance_scale``,
+    ``negation_scale``, ``negation_sigmas`` (as :class:`ComposedEnergy`'s, shared by the branches),
     ``or_temperature`` (1), ``normal_form`` (the disjunctive normal form, an expression),
     ``branches``, ``branch_weights``, ``branch_log_weights`` (``log c_n``, unnormalised),
     ``leaves``, ``library``, ``sigma_aware``, ``score_only`` (True), ``reason`` (the head that
@@ -74,12 +75,17 @@ class MixtureEnergy(nn.Module):
     def __init__(self, expr: Expr | str, concepts: Any, *, base: Callable | None = None,
                  semantics: str | None = None, or_temperature: float = 1.0,
                  or_log_weights: Mapping[str, float] | Sequence[float] | None = None,
-                 guidance_scale: float | None = None, reason: str = "a head") -> None:
+                 guidance_scale: float | None = None, negation_scale: float | None = None,
+                 negation_sigmas: Sequence[float | None] | None = None,
+                 reason: str = "a head") -> None:
         super().__init__()
         self.expr = as_expr(expr)
         self.library = as_library(concepts)
         self.semantics, self.semantics_from_library, self.guidance_scale = resolve_semantics(
             concepts, self.library, semantics, guidance_scale)
+        self.negation_scale, self.negation_sigmas = resolve_negation(
+            concepts, self.library, self.semantics, self.semantics_from_library, negation_scale,
+            negation_sigmas)
         self.reason = reason
         if float(or_temperature) != 1.0:
             raise CompileError(
@@ -102,7 +108,9 @@ class MixtureEnergy(nn.Module):
         for d in found:
             try:
                 branches.append(ComposedEnergy(d.expr, concepts, base=base, semantics=semantics,
-                                               guidance_scale=guidance_scale))
+                                               guidance_scale=guidance_scale,
+                                               negation_scale=negation_scale,
+                                               negation_sigmas=negation_sigmas))
             except CompileError as e:
                 if type(e) is not CompileError:
                     raise

@@ -43,17 +43,26 @@ def log1mexp(u: Tensor) -> Tensor:
 
 
 class _Lin:
-    """``out = Σ c_i · v[i]`` (+ the anchor ``E_0`` when ``anchor``)."""
+    """``out = Σ c_i · v[i]`` (+ the anchor ``E_0`` when ``anchor``); ``negs[i]`` marks the
+    inputs that are negated terms, whose coefficients a call may scale by ``g`` (a number or a
+    ``[B]`` tensor: guidance's ``negation_scale``, gated by ``negation_sigmas``)."""
 
-    __slots__ = ("out", "ins", "coefs", "anchor")
+    __slots__ = ("out", "ins", "coefs", "anchor", "negs")
 
-    def __init__(self, out, ins, coefs, anchor):
+    def __init__(self, out, ins, coefs, anchor, negs=None):
         self.out, self.ins, self.coefs, self.anchor = out, tuple(ins), tuple(coefs), anchor
+        self.negs = tuple(bool(n) for n in negs) if negs is not None else (False,) * len(self.ins)
 
-    def __call__(self, v: list, e0: Tensor | None) -> None:
-        acc = v[self.ins[0]] if self.coefs[0] == 1.0 else v[self.ins[0]] * self.coefs[0]
-        for i, c in zip(self.ins[1:], self.coefs[1:]):
-            acc = acc + v[i] if c == 1.0 else (acc - v[i] if c == -1.0 else acc + c * v[i])
+    def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
+        if g is not None and any(self.negs):
+            acc = None
+            for i, c, neg in zip(self.ins, self.coefs, self.negs):
+                t = v[i] * (c * g) if neg else (v[i] if c == 1.0 else v[i] * c)
+                acc = t if acc is None else acc + t
+        else:
+            acc = v[self.ins[0]] if self.coefs[0] == 1.0 else v[self.ins[0]] * self.coefs[0]
+            for i, c in zip(self.ins[1:], self.coefs[1:]):
+                acc = acc + v[i] if c == 1.0 else (acc - v[i] if c == -1.0 else acc + c * v[i])
         if self.anchor and e0 is not None:
             acc = acc + e0
         v[self.out] = acc
@@ -67,7 +76,7 @@ class _SoftMin:
     def __init__(self, out, ins, tau, log_weights):
         self.out, self.ins, self.tau, self.log_weights = out, tuple(ins), tau, tuple(log_weights)
 
-    def __call__(self, v: list, e0: Tensor | None) -> None:
+    def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
         cols = []
         for i, lw in zip(self.ins, self.log_weights):
             z = -v[i] if self.tau == 1.0 else v[i] * (-1.0 / self.tau)
@@ -84,7 +93,7 @@ class _LogAnd:
     def __init__(self, out, ins, weights, negs):
         self.out, self.ins, self.weights, self.negs = out, tuple(ins), tuple(weights), tuple(negs)
 
-    def __call__(self, v: list, e0: Tensor | None) -> None:
+    def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
         acc = None
         for t in _log_terms(v, self.ins, self.weights, self.negs):
             acc = t if acc is None else acc + t
@@ -99,7 +108,7 @@ class _LogOr:
     def __init__(self, out, ins, weights, negs):
         self.out, self.ins, self.weights, self.negs = out, tuple(ins), tuple(weights), tuple(negs)
 
-    def __call__(self, v: list, e0: Tensor | None) -> None:
+    def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
         acc = None
         for t in _log_terms(v, self.ins, self.weights, self.negs):
             t = log1mexp(t)
@@ -148,7 +157,8 @@ class _Planner:
                 if t.sign < 0:
                     self.anchored.append((str(_to_expr(t)), f"a negation {where} is "
                                           f"E_0 - w * E[body]"))
-                self.memo[key] = self._new(_Lin, [body], [t.sign * t.weight], t.sign < 0)
+                self.memo[key] = self._new(_Lin, [body], [t.sign * t.weight], t.sign < 0,
+                                                [t.sign < 0])
         return self.memo[key]
 
     def node(self, body: Any) -> int:
@@ -166,7 +176,8 @@ class _Planner:
                 if anchor:
                     self.anchored.append((str(_to_expr(body)), "an AND with no positive term "
                                           "is anchored by E_0"))
-                slot = self._new(_Lin, ins, [t.sign * t.weight for t in body.terms], anchor)
+                slot = self._new(_Lin, ins, [t.sign * t.weight for t in body.terms], anchor,
+                                 [t.sign < 0 for t in body.terms])
         else:
             if self.logic:
                 ins = [self.node(t.body) for t in body.terms]
@@ -194,12 +205,13 @@ class _Planner:
 
 
 def linear_form(ops: list, leaf_forms: list[Tensor], n_slots: int, root: int,
-                anchor: Tensor | None) -> Tensor | None:
+                anchor: Tensor | None, g: float | None = None) -> Tensor | None:
     """The root's coefficients over the atoms (each leaf's quantity and ``E_0``) when every op is
     linear, else ``None``: the same ops, run once on coefficient vectors instead of values.
 
     ``leaf_forms[i]`` is leaf slot ``i`` as a vector over the atoms, ``anchor`` is ``E_0``'s
-    unit vector (``None`` when the plan adds no anchor).
+    unit vector (``None`` when the plan adds no anchor), ``g`` the factor on the coefficients
+    of negated terms (``None``: 1).
 
     Example:
         >>> e = torch.eye(3, dtype=torch.float64)  # atoms: a, b, E_0
@@ -210,5 +222,5 @@ def linear_form(ops: list, leaf_forms: list[Tensor], n_slots: int, root: int,
         return None
     v: list = list(leaf_forms) + [None] * (n_slots - len(leaf_forms))
     for op in ops:
-        op(v, anchor)
+        op(v, anchor, g)
     return v[root]

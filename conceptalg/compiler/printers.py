@@ -89,6 +89,8 @@ def _formula(energy: ComposedEnergy) -> list[str]:
         w = energy.guidance_scale
         scaled = "D" if w == 1.0 else f"{_num(w)}*D"
         lines = [f"E = E_0 + {scaled},  D[c] = E[c] - E_0", f"D = {_fmt_linear(nf, 'D', '', lw)}"]
+        if energy._negation_gated:
+            lines.append(_negation_line(energy))
     else:
         lines = [f"E = {_fmt_linear(nf, 'E', 'E_0', lw)}"]
     if any(isinstance(op, _SoftMin) for op in energy._ops):
@@ -103,6 +105,23 @@ def _formula(energy: ComposedEnergy) -> list[str]:
     if energy.score_only:
         lines.append("score only: E has no values here; ComposedEnergy.score gives -grad_x E")
     return lines
+
+
+def _sigma_range(bounds: tuple[float, float]) -> str:
+    lo, hi = bounds
+    return f"{_num(lo)} <= σ" + ("" if hi == float("inf") else f" <= {_num(hi)}")
+
+
+def _negation_line(energy: Any) -> str:
+    """How guidance's negated terms are weighted, and at which noise levels they count."""
+    nu, bounds = energy.negation_scale, energy.negation_sigmas
+    parts = []
+    if nu != 1.0:
+        parts.append(f"weight x {_num(nu)} (negation_scale)")
+    if bounds is not None:
+        parts.append(f"counted only at {_sigma_range(bounds)} (negation_sigmas; dropped at "
+                     f"other levels)")
+    return "negated terms: " + ", ".join(parts)
 
 
 def _view(head: Any) -> str | None:
@@ -123,6 +142,10 @@ def _semantics_line(energy: Any) -> str:
         notes.append("the library's default")
     if energy.guidance_scale is not None:
         notes.append(f"guidance scale {_num(energy.guidance_scale)}")
+    if getattr(energy, "negation_scale", None) not in (None, 1.0):
+        notes.append(f"negation scale {_num(energy.negation_scale)}")
+    if getattr(energy, "negation_sigmas", None) is not None:
+        notes.append(f"negations at {_sigma_range(energy.negation_sigmas)}")
     if energy.or_temperature != 1.0:
         notes.append(f"or_temperature {_num(energy.or_temperature)}")
     return f"semantics:   {energy.semantics}" + (f" ({'; '.join(notes)})" if notes else "")

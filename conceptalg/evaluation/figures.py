@@ -1,21 +1,31 @@
-"""Figures of evaluation results: the extrapolation matrix.
+"""Figures of evaluation results: the extrapolation matrix and the truth table.
 
-One cell of sample thumbnails per combination, rows and columns labelled by the two factors'
-values, the cell's accuracy (± its standard error) and read rate written in the cell, and the
-combinations held out of training outlined in red.
+The extrapolation matrix: one cell of sample thumbnails per combination, rows and columns
+labelled by the two factors' values, the cell's accuracy (± its standard error) and read rate
+written in the cell, and the combinations held out of training outlined in red.
+
+The truth table: one row of samples per expression, each framed green when it holds (valid, and
+the expression true of its decoded labels) and red when it does not, the expression and its
+truth rate at the left; a refused expression shows the compiler's message instead.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
+from typing import Sequence
+
+import torch
 
 from ..plots import _pyplot, tile
 from .extrapolation import ExtrapolationMatrix
 
-__all__ = ["save_extrapolation_figure"]
+__all__ = ["save_extrapolation_figure", "framed", "save_truth_figure"]
 
 HELD_OUT_COLOUR = "#e8112d"
+#: frame colours of the truth table: the sample holds / does not
+TRUE_RGB, FALSE_RGB = (0.10, 0.75, 0.25), (0.90, 0.07, 0.18)
 
 
 def save_extrapolation_figure(matrix: ExtrapolationMatrix, path: str | Path, *,
@@ -64,6 +74,62 @@ def save_extrapolation_figure(matrix: ExtrapolationMatrix, path: str | Path, *,
         if held.n:
             summary += f", held out {matrix.pooled(True, read=True)}"
     fig.suptitle(summary if title is None else f"{title}\n{summary}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def framed(images, truth, width: int = 2):
+    """``images`` ``[N, 3, H, W]`` in frames of ``width`` pixels, green where ``truth`` ``[N]``
+    holds and red where it does not: ``[N, 3, H + 2·width, W + 2·width]``.
+
+    Example:
+        >>> out = framed(torch.zeros(2, 3, 4, 4), torch.tensor([True, False]))
+        >>> out.shape, [round(v, 2) for v in out[1, :, 0, 0].tolist()]
+        (torch.Size([2, 3, 8, 8]), [0.9, 0.07, 0.18])
+    """
+    x = torch.as_tensor(images).detach().cpu().float().clamp(0, 1)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    n, _, h, w = x.shape
+    colours = torch.tensor([TRUE_RGB if bool(t) else FALSE_RGB for t in truth],
+                           dtype=torch.float32).reshape(n, 3, 1, 1)
+    out = colours.expand(n, 3, h + 2 * width, w + 2 * width).clone()
+    out[:, :, width:width + h, width:width + w] = x[:, :3]
+    return out
+
+
+def save_truth_figure(rows: Sequence[dict], path: str | Path, *, ncol: int = 16,
+                      title: str | None = None) -> Path:
+    """Draw the truth table as a PNG: ``rows`` are dicts with ``label`` (the text at the left),
+    and either ``images`` ``[N, 3, H, W]`` with ``truth`` ``[N]`` (at most ``ncol`` shown) or
+    ``refused`` (a message, written in the row).
+
+    Example:
+        >>> rows = [{"label": "red", "images": x, "truth": t}]  # doctest: +SKIP
+        >>> save_truth_figure(rows, "t.png")  # doctest: +SKIP
+        PosixPath('t.png')
+    """
+    plt = _pyplot()
+    n = len(rows)
+    fig, axes = plt.subplots(n, 1, figsize=(ncol * 0.62 + 3.2, 0.95 * n + 0.5), squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if row.get("refused") is not None:
+            ax.imshow(torch.full((36, 36 * ncol, 3), 0.92).numpy())
+            message = textwrap.fill("refused: " + row["refused"], width=int(ncol * 9))
+            ax.text(0.01, 0.5, message, transform=ax.transAxes, ha="left", va="center",
+                    fontsize=5.5, color="0.15")
+        else:
+            images, truth = row["images"][:ncol], row["truth"][:ncol]
+            ax.imshow(tile(framed(images, truth), ncol), interpolation="nearest")
+        ax.set_ylabel(row["label"], rotation=0, ha="right", va="center", fontsize=8)
+    caption = "green frame: the sample holds (valid, and the expression true of its decoded " \
+              "labels); red: it does not"
+    fig.suptitle(caption if title is None else f"{title}\n{caption}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=130, bbox_inches="tight")

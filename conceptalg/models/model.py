@@ -50,6 +50,10 @@ PARAMETERIZATIONS = ("energy", "score")
 
 
 
+#: what a model's ``composition`` may record: the defaults of ``compose`` for it
+COMPOSITION_KEYS = ("semantics", "guidance_scale", "negation_scale", "negation_sigmas")
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a :class:`ConceptModel` (saved in checkpoints as JSON).
@@ -159,9 +163,9 @@ class ModelConfig:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got "
                              f"{self.parameterization!r}")
         composition = dict(self.composition)
-        unknown = set(composition) - {"semantics", "guidance_scale"}
+        unknown = set(composition) - set(COMPOSITION_KEYS)
         if unknown:
-            raise ValueError(f"composition takes 'semantics' and 'guidance_scale', got "
+            raise ValueError(f"composition takes {', '.join(map(repr, COMPOSITION_KEYS))}, got "
                              f"{sorted(unknown)}")
         self.composition = composition
         if self.objective == "cd":

@@ -18,14 +18,14 @@ from typing import Any
 
 from ..errors import CheckpointError, CompileError
 from ..models.build import build_model
-from ..models.model import ConceptModel, ModelConfig
+from ..models.model import COMPOSITION_KEYS, ConceptModel, ModelConfig
 from ..sampling.settings import check_int, check_sampler_defaults
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["export_model"]
 
 
-_COMPOSITION_KEYS = ("semantics", "guidance_scale")
+_COMPOSITION_KEYS = COMPOSITION_KEYS
 
 
 def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
@@ -93,7 +93,7 @@ def _check_composition(composition: dict[str, Any]) -> None:
     ``compose`` would refuse (the compiler's own check, run on them alone)."""
     from types import SimpleNamespace
 
-    from ..compiler.checks import resolve_semantics
+    from ..compiler.checks import resolve_negation, resolve_semantics
 
     hints = SimpleNamespace(default_semantics=composition.get("semantics"),
                             guidance_scale=composition.get("guidance_scale"))
@@ -101,5 +101,8 @@ def _check_composition(composition: dict[str, Any]) -> None:
         resolve_semantics(hints, None, None, None)
         if hints.guidance_scale is not None:  # kept for compose(..., semantics="guidance")
             resolve_semantics(hints, None, "guidance", None)
+        if "negation_scale" in composition or "negation_sigmas" in composition:
+            resolve_negation(None, None, "guidance", False, composition.get("negation_scale"),
+                             composition.get("negation_sigmas"))
     except CompileError as e:
         raise ValueError(f"composition defaults {composition}: {e}") from None
