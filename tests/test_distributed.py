@@ -130,14 +130,7 @@ def _scenario(scenario: str, out: Path, rank: int, ctx) -> None:
     elif scenario == "mismatch":
         tiny_trainer(batch_size=16 if rank == 0 else 32).fit(2)
     elif scenario == "train":
-        calls = []
-        original = checkpoint.save_checkpoint
-
-        def counting(*args, **kwargs):
-            calls.append(1)
-            return original(*args, **kwargs)
-
-        checkpoint.save_checkpoint = counting
+        calls = count_saves()
         trainer = tiny_trainer()
         trainer.fit(4)
         trainer.save(out / "run")
@@ -199,6 +192,21 @@ def _scenario(scenario: str, out: Path, rank: int, ctx) -> None:
         raise ValueError(f"unknown scenario {scenario!r}")
 
 
+def count_saves() -> list:
+    """Count this process's checkpoint writes from now on: the list grows by one per write."""
+    from conceptalg.training import checkpoint
+
+    calls: list = []
+    original = checkpoint.save_checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    checkpoint.save_checkpoint = counting
+    return calls
+
+
 def dsm_trainer(distributed=None, **overrides):
     from conceptalg.training import DSMConfig, DSMTrainer, builtin_data
 
@@ -216,16 +224,9 @@ def _dsm_scenario(out: Path, rank: int, ctx) -> None:
 
     from safetensors.torch import save_file
 
-    from conceptalg.training import builtin_data, checkpoint
+    from conceptalg.training import builtin_data
 
-    calls = []
-    original = checkpoint.save_checkpoint
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    checkpoint.save_checkpoint = counting
+    calls = count_saves()
     trainer = dsm_trainer()
     state = trainer.generator.get_state()
     x, head, _, sigma, noise, _ = trainer._batch()                 # this rank's first batch

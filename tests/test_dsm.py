@@ -252,7 +252,8 @@ MODEL_CONFIG_ERRORS = [
     ("sigma-range", dict(noise={"sigma_min": 5.0, "sigma_max": 1.0}),
      r"sigma_min 5.0 must be < sigma_max 1.0"),
     ("composition-key", dict(composition={"semantics": "product", "temperature": 2}),
-     r"composition takes 'semantics' and 'guidance_scale', got \['temperature'\]"),
+     r"composition takes 'semantics', 'guidance_scale', 'negation_scale', 'negation_sigmas', "
+     r"got \['temperature'\]"),
 ]
 
 

@@ -45,27 +45,30 @@ def import_graph(root: Path, *, lazy: bool) -> dict[str, set[str]]:
     """Module → the package modules it imports: ``from .x import y`` is an edge to ``.x.y`` when
     that is a module, else to ``.x``; ``from . import x`` to ``.x``."""
     mods = modules(root)
-    top = root.name
     graph: dict[str, set[str]] = {}
     for name, (file, package) in mods.items():
-        here = name if package else name.rpartition(".")[0]
-        edges = set()
-        for node in _statements(ast.parse(file.read_text(encoding="utf-8")).body, lazy):
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = here.split(".")[:len(here.split(".")) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
-                if target.split(".")[0] != top:
-                    continue
-                for alias in node.names:
-                    sub = f"{target}.{alias.name}"
-                    edges.add(sub if sub in mods else target)
-            elif isinstance(node, ast.Import):
-                edges.update(a.name for a in node.names if a.name in mods)
-        graph[name] = {e for e in edges if e in mods and e != name}
+        body = _statements(ast.parse(file.read_text(encoding="utf-8")).body, lazy)
+        graph[name] = _edges(body, name, package, mods) - {name}
     return graph
+
+
+def _edges(statements, name: str, package: bool, mods) -> set[str]:
+    """The package modules that ``statements`` of module ``name`` import."""
+    here = name if package else name.rpartition(".")[0]
+    edges = set()
+    for node in statements:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")[:len(here.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                edges.add(sub if sub in mods else target)
+        elif isinstance(node, ast.Import):
+            edges.update(a.name for a in node.names if a.name in mods)
+    return {e for e in edges if e in mods}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
@@ -201,26 +204,8 @@ def test_no_arrow_from_a_higher_floor_into_the_language_or_the_samplers():
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
                 parts = list(file.relative_to(PACKAGE.parent).with_suffix("").parts)
                 name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-                sub = import_graph_of(node.body, name, parts[-1] == "__init__")
+                sub = _edges(node.body, name, parts[-1] == "__init__", modules(PACKAGE))
                 graph.setdefault(name, set()).update(sub)
     wrong = sorted(f"{a} -> {b}" for a, targets in graph.items() if _under(a, LOW_FLOORS)
                    for b in targets if _under(b, HIGH_FLOORS))
     assert not wrong, "imports from a higher floor:\n" + "\n".join(wrong)
-
-
-def import_graph_of(body, name: str, package: bool) -> set[str]:
-    """The package modules that the statements ``body`` of module ``name`` import."""
-    mods = modules(PACKAGE)
-    here = name if package else name.rpartition(".")[0]
-    edges = set()
-    for node in body:
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here.split(".")[:len(here.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            for alias in node.names:
-                sub = f"{target}.{alias.name}"
-                edges.add(sub if sub in mods else target)
-    return {e for e in edges if e in mods}
