@@ -5,8 +5,8 @@
 #
 #   OUT=runs/gpu-bisect SECONDS_PER_ARM=400 bash bench/gpu_bisect.sh
 #
-# On a machine without the project's dependencies: carry a folder `.whl/` with the lark wheel;
-# it is installed offline into /tmp/site.
+# On a machine without the project's dependencies: carry a folder `.whl/` with the lark and
+# interegular wheels; they are installed offline into /tmp/site.
 set -u
 PY=${PY:-python3}
 OUT=${OUT:-runs/gpu-bisect}
