@@ -120,7 +120,7 @@ def _worker(scenario: str, out: Path) -> None:
 def _scenario(scenario: str, out: Path, rank: int, ctx) -> None:
     from safetensors.torch import save_file
 
-    from conceptalg.training import (ConceptData, Trainer, TrainingDiverged, checkpoint,
+    from conceptalg.training import (ConceptData, Trainer, TrainingDiverged,
                                      default_train_config)
 
     if scenario == "dies" and rank == 1:
@@ -458,18 +458,23 @@ def test_rank_seeds():
     assert shard_bounds(7, 2) == [0, 3, 7] and shard_bounds(8, 3) == [0, 2, 5, 8]
 
 
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``python -m conceptalg ARGS`` on two local processes under torchrun (bounded in time)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "conceptalg", *args]
+    return subprocess.run(cmd, env=_environment(), capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT)
+
+
 @pytest.mark.slow
 def test_cli_train_under_torchrun(tmp_path):
     from conceptalg.cli import main
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "conceptalg", "train", "--data", "toy2d", "--num-samples", "400",
-           "--out", str(out),
-           "--steps", "4", "--batch-size", "32", "--langevin-steps", "5", "--log-every", "2",
-           "--checkpoint-every", "2", "--timeout", str(GROUP_TIMEOUT), "--no-progress"]
-    done = subprocess.run(cmd, env=_environment(), capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT)
+    done = torchrun("train", "--data", "toy2d", "--num-samples", "400", "--out", str(out),
+                    "--steps", "4", "--batch-size", "32", "--langevin-steps", "5",
+                    "--log-every", "2", "--checkpoint-every", "2", "--timeout",
+                    str(GROUP_TIMEOUT), "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained 4 steps") == 1  # rank 0 alone prints
     assert "training on 2 processes (gloo)" in done.stderr
@@ -484,12 +489,9 @@ def test_cli_train_under_torchrun(tmp_path):
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     assert main(["sample", "ring & top", "--model", str(out), "--n", "40", "--steps", "20",
                  "--out", str(tmp_path / "one.png"), "--save", str(one), "--no-progress"]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "conceptalg", "sample", "ring & top", "--model", str(out), "--num-samples", "40",
-           "--steps", "20", "--out", str(tmp_path / "two.png"), "--save", str(two),
-           "--no-progress", "--distributed"]
-    done = subprocess.run(cmd, env=_environment(), capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT)
+    done = torchrun("sample", "ring & top", "--model", str(out), "--num-samples", "40",
+                    "--steps", "20", "--out", str(tmp_path / "two.png"), "--save", str(two),
+                    "--no-progress", "--distributed")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count(f"wrote {two}") == 1  # rank 0 alone writes
     from safetensors.torch import load_file
@@ -502,12 +504,9 @@ def test_cli_train_dsm_under_torchrun(tmp_path):
     from conceptalg.cli import main
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "conceptalg", "train", "--data", "toy2d", "--objective", "dsm", "--out",
-           str(out), "--steps", "4", "--batch-size", "32", "--log-every", "2",
-           "--checkpoint-every", "2", "--timeout", str(GROUP_TIMEOUT), "--no-progress"]
-    done = subprocess.run(cmd, env=_environment(), capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT)
+    done = torchrun("train", "--data", "toy2d", "--objective", "dsm", "--out",
+                    str(out), "--steps", "4", "--batch-size", "32", "--log-every", "2",
+                    "--checkpoint-every", "2", "--timeout", str(GROUP_TIMEOUT), "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained 4 steps") == 1  # rank 0 alone prints
     assert "training on 2 processes (gloo)" in done.stderr

@@ -74,11 +74,7 @@ def save_extrapolation_figure(matrix: ExtrapolationMatrix, path: str | Path, *,
         if held.n:
             summary += f", held out {matrix.pooled(True, read=True)}"
     fig.suptitle(summary if title is None else f"{title}\n{summary}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def framed(images, truth, width: int = 2):
@@ -130,6 +126,13 @@ def save_truth_figure(rows: Sequence[dict], path: str | Path, *, ncol: int = 16,
     caption = "green frame: the sample holds (valid, and the expression true of its decoded " \
               "labels); red: it does not"
     fig.suptitle(caption if title is None else f"{title}\n{caption}", fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=130, bbox_inches="tight")

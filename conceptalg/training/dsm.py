@@ -45,12 +45,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from .. import distributed as _dist
 from .. import edm
 from ..errors import TrainingDiverged
 from ..models.diffusion import DiffusionModel
 from ..models.model import ModelConfig
 from ..models.views import normalise_views, view_name
-from .. import distributed as _dist
 from .conditioning import ConceptChoices
 from .data import ConceptData
 from .run import TrainingRun
@@ -65,10 +65,12 @@ from .dsm_config import (AUGMENTATIONS, CONDITIONINGS, EMA_SCHEDULES, NORMALISAT
 IMAGE_NET = {"decoder": "light", "zero_init": False, "embedding_dim": 128,
              "noise_embedding": "positional"}
 
-__all__ = ["DSMConfig", "DSMTrainer", "IMAGE_NET", "default_dsm_config", "noise_statistics", "ema_decay",
-           "AUGMENTATIONS", "CONDITIONINGS", "EMA_SCHEDULES", "NORMALISATIONS"]
+__all__ = ["DSMConfig", "DSMTrainer", "IMAGE_NET", "default_dsm_config", "noise_statistics",
+           "ema_decay", "AUGMENTATIONS", "CONDITIONINGS", "EMA_SCHEDULES", "NORMALISATIONS"]
 
 _ONLINE = "online."
+
+
 class DSMTrainer(TrainingRun):
     """Trains a :class:`~conceptalg.models.diffusion.DiffusionModel` on :class:`ConceptData`
     by denoising score matching. ``trainer.model`` is the EMA model (what samples);
@@ -152,8 +154,7 @@ class DSMTrainer(TrainingRun):
         if missing:
             raise ValueError(f"classifier heads need labels of every concept; the data has "
                              f"none for {missing}")
-        self._labels = torch.stack([data.labels[f] for f in self._factors], 1) \
-            if self._factors else torch.zeros(len(data), 0, dtype=torch.long)       # [N, F]
+        self._labels = self._label_matrix(data)                                  # [N, F]
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._setup_checked = self.dist is None
@@ -321,8 +322,7 @@ class DSMTrainer(TrainingRun):
         if data.stream is not None:  # fresh renders, seeded by the step (exact on resume)
             data = data.batch(cfg.batch_size, self.step, self.rank)
             choices = ConceptChoices(data, self.online.index)
-            labels = torch.stack([data.labels[f] for f in self._factors], 1) \
-                if self._factors else torch.zeros(len(data), 0, dtype=torch.long)
+            labels = self._label_matrix(data)
             idx = torch.arange(len(data))
         else:
             idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
@@ -349,6 +349,12 @@ class DSMTrainer(TrainingRun):
             return x.to(to), labels[idx].to(to), sigma.to(to), noise.to(to), points
         return (x.to(to), head.to(to), None if args is None else args.to(to),
                 sigma.to(to), noise.to(to), None if target is None else target.to(to))
+
+    def _label_matrix(self, data: ConceptData) -> Tensor:
+        """The classifier heads' labels ``[N, F]`` (one column per factor, ``-1`` unknown)."""
+        if not self._factors:
+            return torch.zeros(len(data), 0, dtype=torch.long)
+        return torch.stack([data.labels[f] for f in self._factors], 1)
 
     def _complete(self, data: ConceptData, idx: Tensor, g: torch.Generator) -> Tensor:
         """Head rows ``[B, F]`` of every factor value of the samples ``idx``, each kept with
@@ -444,10 +450,7 @@ class DSMTrainer(TrainingRun):
 
     def _check_setup(self) -> None:
         setup = {"train_config": asdict(self.config), "model": self.online.config.to_dict(),
-                 "step": self.step, "data": {"name": self.data.name, "n": len(self.data),
-                                             "factors": self.data.factors,
-                                             "stream": self.data.stream is not None,
-                                             **self.data.spec}}
+                 "step": self.step, "data": self.metadata()["data"]}
         with _dist.guard(self.dist, "comparing the ranks' set-ups at start"):
             _dist.check_same_setup(setup, self.dist)
         self._setup_checked = True
