@@ -16,7 +16,7 @@ from importlib import import_module
 
 from .errors import (CheckpointError, CompileError, ConceptAlgError, ConceptArgumentError,
                      ConceptSyntaxError, SamplerError, UnknownConceptError)
-from .expr import And, Concept, Expr, Not, Or, Weighted, concepts, simplify
+from .expr import And, Bound, Concept, Expr, Not, Or, Weighted, concepts, simplify
 from .syntax import parse
 
 __version__ = "0.1.0"
@@ -37,7 +37,7 @@ _LAZY = {
 
 __all__ = [
     "parse", "simplify", "concepts",
-    "Expr", "Concept", "And", "Or", "Not", "Weighted",
+    "Expr", "Concept", "And", "Or", "Not", "Weighted", "Bound",
     "ConceptAlgError", "ConceptSyntaxError", "UnknownConceptError", "CompileError",
     "ConceptArgumentError", "SamplerError", "CheckpointError",
     *_LAZY,

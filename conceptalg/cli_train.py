@@ -119,13 +119,13 @@ def _check_data_args(args: argparse.Namespace) -> None:
             if args.data != "folder":
                 raise UsageError("--csv applies to --data folder (CelebA has its own files)")
             check_file(args.csv, "--csv", "the attribute CSV (filename,attr1,...)")
-    if args.augment is not None and args.data == "shapes" and args.holdout != "none":
+    if args.augment is not None and args.data in ("shapes", "scenes") and args.holdout != "none":
         raise UsageError("--augment channel-permutations would show the model held-out pairs "
                          "(a green circle with its channels permuted is a red circle); drop "
                          "--augment, or train with --holdout none")
     if args.holdout != "default":
-        if args.data != "shapes":
-            raise UsageError(f"--holdout applies to --data shapes, not {args.data}")
+        if args.data not in ("shapes", "scenes"):
+            raise UsageError(f"--holdout applies to --data shapes or scenes, not {args.data}")
         if args.holdout != "none":
             from .data.shapes import resolve_holdout
 
@@ -152,7 +152,7 @@ def _training_data(args: argparse.Namespace):
 
     if args.data in ("toy2d", "shapes", "scenes", "digits"):
         holdout = args.holdout
-        if args.data == "shapes" and holdout == "none":
+        if args.data in ("shapes", "scenes") and holdout == "none":
             holdout = None
         from .training.data import PROCEDURAL_DATA
 

@@ -1,7 +1,8 @@
 """The abstract syntax tree of concept expressions.
 
-Five immutable, hashable node kinds: :class:`Concept` (a leaf), :class:`Not`, :class:`Weighted`,
-:class:`And` and :class:`Or`. Every node may carry the source ``span`` ``(start, end)`` it was
+Six immutable, hashable node kinds: :class:`Concept` (a leaf), :class:`Not`, :class:`Weighted`,
+:class:`And`, :class:`Or` and :class:`Bound` (``at(0.3, 0.3)[red & circle]``: properties bound
+to the object at a place). Every node may carry the source ``span`` ``(start, end)`` it was
 parsed from; spans are ignored by ``==`` and ``hash``. ``And``/``Or`` flatten children of their
 own kind and ``Weighted`` multiplies nested weights, so the parser, the Python operators
 (``&``, ``|``, ``~``, ``w * e``) and the printer agree: ``parse(str(e)) == e``.
@@ -16,7 +17,7 @@ import re
 from typing import Callable, Iterator, Sequence
 
 __all__ = [
-    "Expr", "Concept", "Not", "Weighted", "And", "Or",
+    "Expr", "Concept", "Not", "Weighted", "And", "Or", "Bound",
     "simplify", "concepts", "format_number", "format_tree", "to_dict", "from_dict", "RESERVED",
 ]
 
@@ -229,6 +230,11 @@ class Concept(Expr):
     def _args(self):
         return (self.name, self.factor, self.args)
 
+    def __getitem__(self, body: "Expr | str") -> "Bound":
+        """``at(0.3, 0.3)[red & circle]`` in Python: the object at this place, of which
+        ``body`` holds (:class:`Bound`)."""
+        return Bound(self, body)
+
     def __repr__(self) -> str:
         extra = ""
         if self.factor is not None:
@@ -349,7 +355,61 @@ class Or(_Nary):
     _SYMBOL = " | "
 
 
-NODE_TYPES = (Concept, Not, Weighted, And, Or)
+class Bound(Expr):
+    """A binding ``place[body]``: "an object at ``place`` of which ``body`` holds" —
+    ``at(0.3, 0.3)[red & circle]`` is a red circle at (0.3, 0.3). ``place`` is a parametric
+    concept that names a place (whether it does is the concept library's to say, at compose
+    time); ``body`` is any expression without a binding in it. A bound term composes like an
+    atom (``~at(p)[red]`` is "no red object at p"; ``at(p)[~red]`` "the object at p is not
+    red"). Semantics: docs/design.md §4.
+
+    Example:
+        >>> b = Concept("at", args=(0.3, 0.3))[Concept("red") & Concept("circle")]
+        >>> str(b), str(~b & Concept("at", args=(0.7, 0.7)))
+        ('at(0.3, 0.3)[red & circle]', '~at(0.3, 0.3)[red & circle] & at(0.7, 0.7)')
+    """
+
+    __slots__ = ("place", "body")
+    _PRECEDENCE = 4
+
+    def __init__(self, place: Concept, body: Expr, *, span=None) -> None:
+        if not isinstance(place, Concept) or not place.args:
+            raise ValueError(f"only a concept that names a place takes a body of properties, "
+                             f"like at(0.3, 0.3)[red]; got {place!s}[...]"
+                             if isinstance(place, Expr) else
+                             f"a binding's place must be a parametric Concept, got {place!r}")
+        body = _check_node(body, "Bound")
+        nested = next((n for n in _walk(body) if isinstance(n, Bound)), None)
+        if nested is not None:
+            raise ValueError(f"a binding cannot hold another binding: {nested!s} inside "
+                             f"{place!s}[...]; bind each object at its own place, joined by &")
+        object.__setattr__(self, "place", place)
+        object.__setattr__(self, "body", body)
+        self._init_span(span)
+
+    def children(self):
+        return (self.place, self.body)
+
+    def _key(self):
+        return (self.place, self.body)
+
+    def _args(self):
+        return (self.place, self.body)
+
+    def __repr__(self) -> str:
+        return f"Bound({self.place!r}, {self.body!r})"
+
+
+def _walk(expr: Expr) -> Iterator[Expr]:
+    """Every node of ``expr``, depth first."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children()))
+
+
+NODE_TYPES = (Concept, Not, Weighted, And, Or, Bound)
 
 
 def _check_node(value, where: str) -> Expr:
@@ -379,6 +439,8 @@ def _to_text(e: Expr) -> str:
         return "~" + _wrap(e.expr, 3)
     if isinstance(e, Weighted):
         return f"{format_number(e.weight)} * {_wrap(e.expr, 3)}"
+    if isinstance(e, Bound):
+        return f"{_concept_text(e.place)}[{_to_text(e.body)}]"
     assert isinstance(e, _Nary)
     # a child of the same precedence is parenthesised: it can only be a nested And in an And
     # built by hand without flattening, which the constructors prevent, or an Or in an And.

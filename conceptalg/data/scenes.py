@@ -1,7 +1,10 @@
 """``scenes``: 1–4 small, non-overlapping objects per 32×32 RGB image; the concept ``at(x, y)``.
 
-Each object has a random shape and colour (the vocabulary of :mod:`conceptalg.data.shapes`),
-the small size (circumradius ``ρ = 0.15`` of the width) and a centre in ``[ρ, 1 − ρ]²``, so it
+Each object has a random shape and colour (the vocabulary of :mod:`conceptalg.data.shapes`):
+a (shape, colour) pair uniform over the pairs of ``split`` — ``"all"`` (shape and colour
+independent and uniform), ``"train"`` (the pairs outside ``holdout``, by default the six that
+``shapes`` holds out: no object of a held-out pair is ever drawn) or ``"heldout"`` (only those)
+— the small size (circumradius ``ρ = 0.15`` of the width) and a centre in ``[ρ, 1 − ρ]²``, so it
 lies inside the image. Objects keep their circumscribed circles at least ``gap`` (default 0.08
 of the width, 2.56 px at 32 px) apart; at 32 px that leaves more than √2 px between the non-zero
 pixels of two objects, so they never touch, not even diagonally. ``at(x, y)`` holds when an
@@ -20,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .render import draw
-from .shapes import COLORS, PALETTE, RADII, SHAPES
+from .shapes import COLORS, DEFAULT_HOLDOUT, PALETTE, RADII, SHAPES, pairs
 
 __all__ = ["MAX_OBJECTS", "SCENE_SIZE", "SCENE_GAP", "ScenesDataset", "objects_near"]
 
@@ -55,6 +58,9 @@ class ScenesDataset(Dataset):
     """``n`` random scenes of ``min_objects``–``max_objects`` objects, deterministic from
     ``seed``.
 
+    Each object's (shape, colour) pair is uniform over the pairs of ``split`` (module
+    docstring; ``holdout`` as in :func:`conceptalg.data.shapes.resolve_holdout`).
+
     Attributes: ``images`` ``[N, 3, R, R]`` float32 in ``[0, 1]``; ``counts`` LongTensor ``[N]``
     (uniform on ``min_objects..max_objects``); ``centres`` ``[N, K, 2]`` (x, y) with ``K =
     max_objects``, zero where ``mask`` ``[N, K]`` is False; ``shapes`` and ``colors`` LongTensor
@@ -65,11 +71,14 @@ class ScenesDataset(Dataset):
         >>> data = ScenesDataset(50, seed=0)
         >>> data.images.shape, data.centres.shape, int(data.counts.max()) <= 4
         (torch.Size([50, 3, 32, 32]), torch.Size([50, 4, 2]), True)
+        >>> train = ScenesDataset(50, seed=0, split="train")   # no circle is red
+        >>> bool(((train.shapes == 0) & (train.colors == 0)).any())
+        False
     """
 
     def __init__(self, n: int, seed: int = 0, resolution: int = 32, min_objects: int = 1,
                  max_objects: int = MAX_OBJECTS, gap: float = SCENE_GAP, tries: int = 64,
-                 restarts: int = 200) -> None:
+                 restarts: int = 200, split: str = "all", holdout=DEFAULT_HOLDOUT) -> None:
         if int(n) != n or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         if not 1 <= min_objects <= max_objects:
@@ -77,13 +86,26 @@ class ScenesDataset(Dataset):
                              f"{max_objects}")
         if gap < 0:
             raise ValueError(f"gap must be >= 0, got {gap}")
+        allowed = pairs(split, holdout)   # checks split and holdout
+        if not allowed:
+            raise ValueError(f"split {split!r} is empty: the holdout holds no pairs out")
         self.seed, self.resolution, self.gap = int(seed), int(resolution), float(gap)
+        self.split = split
+        self.holdout = frozenset() if split == "all" else frozenset(
+            p for p in pairs("all") if p not in pairs("train", holdout))
         n, k = int(n), int(max_objects)
         g = torch.Generator().manual_seed(self.seed)
         self.counts = torch.randint(min_objects, k + 1, (n,), generator=g)
         self.mask = torch.arange(k)[None, :] < self.counts[:, None]             # [N, K]
-        self.shapes = torch.randint(len(SHAPES), (n, k), generator=g).masked_fill(~self.mask, -1)
-        self.colors = torch.randint(len(COLORS), (n, k), generator=g).masked_fill(~self.mask, -1)
+        if split == "all":  # independent draws (the layout of the earlier releases)
+            shapes = torch.randint(len(SHAPES), (n, k), generator=g)
+            colors = torch.randint(len(COLORS), (n, k), generator=g)
+        else:
+            table = torch.tensor([[SHAPES.index(s), COLORS.index(c)] for s, c in allowed])
+            pick = table[torch.randint(len(allowed), (n, k), generator=g)]       # [N, K, 2]
+            shapes, colors = pick[..., 0], pick[..., 1]
+        self.shapes = shapes.masked_fill(~self.mask, -1)
+        self.colors = colors.masked_fill(~self.mask, -1)
         self.centres = self._place(g, tries, restarts) * self.mask[..., None]  # [N, K, 2]
         self.images = self._draw()
 
@@ -132,4 +154,4 @@ class ScenesDataset(Dataset):
 
     def __repr__(self) -> str:
         return (f"ScenesDataset(n={len(self)}, seed={self.seed}, resolution={self.resolution}, "
-                f"max_objects={self.mask.shape[1]}, gap={self.gap})")
+                f"max_objects={self.mask.shape[1]}, gap={self.gap}, split={self.split!r})")

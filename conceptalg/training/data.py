@@ -63,6 +63,11 @@ class ConceptData:
     parametric: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     bounds: tuple[float, float] | None = (0.0, 1.0)
     name: str = "custom"
+    #: the properties of the objects that ``parametric`` places (scenes): factor -> values,
+    #: and ``object_labels[f][i, m]`` the value index of object ``m`` of sample ``i`` (the same
+    #: ``[N, M]`` layout as the parametric arguments; ``-1`` unknown or padded)
+    object_factors: dict[str, list[str]] = field(default_factory=dict)
+    object_labels: dict[str, Tensor] = field(default_factory=dict)
     #: JSON facts about how the data was made (e.g. ``{"holdout": [[shape, colour], ...]}``),
     #: recorded in checkpoints so that evaluation knows the seen and held-out combinations.
     spec: dict = field(default_factory=dict)
@@ -105,6 +110,17 @@ class ConceptData:
         for name, (args, mask) in self.parametric.items():
             if args.dim() != 3 or args.shape[0] != n or mask.shape != args.shape[:2]:
                 raise ValueError(f"parametric[{name!r}] must be (args [N, M, n], mask [N, M])")
+        if set(self.object_labels) != set(self.object_factors):
+            raise ValueError(f"object_labels {sorted(self.object_labels)} and object_factors "
+                             f"{sorted(self.object_factors)} must name the same factors")
+        if self.object_factors and len(self.parametric) != 1:
+            raise ValueError("object labels describe the objects of one parametric concept; "
+                             f"the data has {len(self.parametric)}")
+        for f, lab in self.object_labels.items():
+            args = next(iter(self.parametric.values()))[0]
+            if lab.shape != args.shape[:2] or lab.dtype != torch.long:
+                raise ValueError(f"object_labels[{f!r}] must be a LongTensor "
+                                 f"{list(args.shape[:2])}, got {lab.dtype} {list(lab.shape)}")
         if not self.factors and not self.parametric:
             raise ValueError("the data has no labels: give at least one factor or parametric "
                              "concept")
@@ -217,9 +233,14 @@ def _builtin(name: str, n: int, seed: int, holdout, exact: bool = False) -> Conc
     if name == "scenes":
         from ..data.scenes import ScenesDataset
 
-        ds = ScenesDataset(n, seed=seed)
+        from ..data.shapes import COLORS, DEFAULT_HOLDOUT, SHAPES, resolve_holdout
+
+        held = resolve_holdout(DEFAULT_HOLDOUT if holdout == "default" else holdout)
+        ds = ScenesDataset(n, seed=seed, split="train", holdout=held)
         return ConceptData(ds.images, parametric={"at": (ds.centres, ds.mask)}, name="scenes",
-                           spec={"seed": seed})
+                           object_factors={"shape": list(SHAPES), "color": list(COLORS)},
+                           object_labels={"shape": ds.shapes, "color": ds.colors},
+                           spec={"seed": seed, "holdout": sorted(map(list, held))})
     from ..data.digits import DigitsDataset
 
     ds = DigitsDataset(split="train", seed=seed)
