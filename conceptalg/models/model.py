@@ -78,6 +78,13 @@ class ModelConfig:
     cheaper), and ``noise`` holds ``sigma_data``, ``mean``, ``sigma_min``, ``sigma_max``.
     ``composition`` records the default semantics and guidance scale of ``compose``
     (``{"semantics": "guidance", "guidance_scale": 4.0}``); empty means the library's default.
+
+    ``classifiers`` (dsm, film heads): the model also carries noise-aware classifiers of its
+    factors, each reading its view (``views``), which :func:`conceptalg.infer` reads in one
+    pass. ``object_factors`` (dsm, classifier heads with a place concept such as ``at``): the
+    properties of the object at a place (``{"shape": [...], "color": [...]}``), read by window
+    classifiers around the place — what a binding ``at(x, y)[red & circle]`` asks about
+    (docs/design.md §4).
     """
 
     sample_shape: tuple[int, ...]
@@ -97,10 +104,14 @@ class ModelConfig:
     parameterization: str = "energy"
     noise: dict[str, Any] = field(default_factory=dict)
     composition: dict[str, Any] = field(default_factory=dict)
+    classifiers: bool = False
+    object_factors: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sample_shape = tuple(int(s) for s in self.sample_shape)
         self.factors = {str(f): [str(v) for v in values] for f, values in self.factors.items()}
+        self.object_factors = {str(f): [str(v) for v in values]
+                               for f, values in self.object_factors.items()}
         self.parametric = {str(k): int(v) for k, v in self.parametric.items()}
         # JSON gives lists back: keep sequences as tuples so a saved config compares equal
         self.backbone_options = {k: tuple(v) if isinstance(v, list) else v
@@ -122,10 +133,32 @@ class ModelConfig:
             if self.heads == "classifier" and len(values) < 2:
                 raise ValueError(f"a classifier factor needs ≥ 2 values; {f!r} has {values}")
         check_int("init_bank", self.init_bank, 0)
+        self._check_objects()
         self._check_views()
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
         self._check_objective()
+
+    def _check_objects(self) -> None:
+        """Object factors: a guided dsm model with a place concept, values distinct from each
+        other and from the image's own factor values (bare names must stay unique)."""
+        if self.classifiers and not (self.objective == "dsm" and self.heads == "film"):
+            raise ValueError("classifiers=True adds factor classifiers to a dsm model with film "
+                             "heads; a model with heads='classifier' has them already")
+        if not self.object_factors:
+            return
+        if self.objective != "dsm" or self.heads != "classifier" or not self.parametric:
+            raise ValueError("object_factors (properties of the object at a place) need "
+                             "objective='dsm', heads='classifier' and a place concept such as "
+                             "at(x, y)")
+        taken = {v for values in self.factors.values() for v in values}
+        for f, values in self.object_factors.items():
+            if len(values) < 2 or len(set(values)) != len(values):
+                raise ValueError(f"object factor {f!r} needs ≥ 2 distinct values, got {values}")
+            if f in self.factors or set(values) & taken:
+                raise ValueError(f"object factor {f!r} repeats a factor or value of the image "
+                                 f"({sorted(set(values) & taken) or f}); names must be unique")
+            taken |= set(values)
 
     def _check_views(self) -> None:
         """``views`` and its alias ``colour_blind`` as one consistent pair: every colour-blind
@@ -140,15 +173,15 @@ class ModelConfig:
             raise ValueError(f"colour_blind names {unknown}, which are not factors of the "
                              f"model; its factors are {sorted(self.factors)}")
         views = {f: "colour-blind" for f in blind}
-        views.update(normalise_views(self.views, self.factors))
+        views.update(normalise_views(self.views, {**self.factors, **self.object_factors}))
         self.views = views
         self.colour_blind = tuple(f for f, v in views.items() if v == "colour-blind")
         if not views:
             return
-        if self.objective == "dsm" and self.heads != "classifier":
-            raise ValueError(f"views with objective='dsm' need heads='classifier' (a denoiser "
-                             f"conditioned on a concept must read all of x); got "
-                             f"heads={self.heads!r}")
+        if self.objective == "dsm" and self.heads != "classifier" and not self.classifiers:
+            raise ValueError(f"views with objective='dsm' need classifiers (heads='classifier', "
+                             f"or classifiers=True beside film heads: a denoiser conditioned "
+                             f"on a concept must read all of x); got heads={self.heads!r}")
         if self.objective == "cd" and self.backbone != "conv":
             raise ValueError(f"views need the conv backbone (images), not {self.backbone!r}")
 
@@ -212,6 +245,7 @@ class ModelConfig:
         out = dataclasses.asdict(self)
         out["factors"] = [[f, list(values)] for f, values in self.factors.items()]
         out["parametric"] = [[name, n] for name, n in self.parametric.items()]
+        out["object_factors"] = [[f, list(v)] for f, v in self.object_factors.items()]
         return out
 
     @classmethod
@@ -221,7 +255,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}")
         data = dict(data)
-        for key in ("factors", "parametric"):
+        for key in ("factors", "parametric", "object_factors"):
             if isinstance(data.get(key), dict) and len(data[key]) > 1:
                 raise ValueError(f"model config {key!r} is a JSON object, whose order is not "
                                  "guaranteed; it must be a list of [name, value] pairs")
