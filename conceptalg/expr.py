@@ -373,6 +373,9 @@ class Bound(Expr):
     _PRECEDENCE = 4
 
     def __init__(self, place: Concept, body: Expr, *, span=None) -> None:
+        if isinstance(place, Concept) and place.args == ():
+            raise ValueError(f"{place!s} names no place: a place needs arguments, like "
+                             f"at(0.3, 0.3)[red]; got {place!s}[...]")
         if not isinstance(place, Concept) or not place.args:
             raise ValueError(f"only a concept that names a place takes a body of properties, "
                              f"like at(0.3, 0.3)[red]; got {place!s}[...]"
@@ -455,12 +458,13 @@ def _wrap(e: Expr, min_precedence: int) -> str:
 # --- tree functions ------------------------------------------------------------------------
 
 def concepts(expr: Expr) -> list[Concept]:
-    """The distinct leaves of ``expr`` in order of first appearance (spans ignored).
+    """The distinct leaves of ``expr`` in order of first appearance (spans ignored). A
+    binding's place and the leaves of its body are all listed: each is a concept to look up.
 
     Example:
         >>> from conceptalg import parse
-        >>> [str(c) for c in concepts(parse("red & ~(blue | red) & at(0.5, 0.5)"))]
-        ['red', 'blue', 'at(0.5, 0.5)']
+        >>> [str(c) for c in concepts(parse("red & ~(blue | red) & at(0.5, 0.5)[red & square]"))]
+        ['red', 'blue', 'at(0.5, 0.5)', 'square']
     """
     seen: dict[Concept, None] = {}
     stack = [expr]
@@ -474,9 +478,11 @@ def concepts(expr: Expr) -> list[Concept]:
 
 
 def split_term(e: Expr) -> tuple[float, int, Expr]:
-    """Peel weights and negations off ``e``: ``(w, sign, body)`` with ``body`` a concept, And or Or.
+    """Peel weights and negations off ``e``: ``(w, sign, body)`` with ``body`` a concept, a
+    binding, an And or an Or.
 
-    ``2 * ~(3 * a)`` gives ``(6.0, -1, a)``; ``~~a`` gives ``(1.0, +1, a)``. This is the
+    ``2 * ~(3 * a)`` gives ``(6.0, -1, a)``; ``~~a`` gives ``(1.0, +1, a)``; a binding is an
+    atom, so ``~at(p)[2 * red]`` gives ``(1.0, -1, at(p)[2 * red])``. This is the
     "weights outward" step of the normal form (docs/design.md §4).
     """
     w, sign = 1.0, 1
@@ -499,12 +505,15 @@ def _term(w: float, sign: int, body: Expr) -> Expr:
 def simplify(expr: Expr) -> Expr:
     """An equivalent, simpler tree: weights folded and moved outside negations, double
     negations removed, weight 1 dropped, repeated And terms folded into one weight
-    (``a & a`` → ``2 * a``: AND is not idempotent, so repeats are never dropped).
+    (``a & a`` → ``2 * a``: AND is not idempotent, so repeats are never dropped). A binding is
+    an atom whose body is simplified in place: its weights stay inside the brackets.
 
     Example:
         >>> from conceptalg import parse
         >>> str(simplify(parse("~~a & 2*~(3*b) & a")))
         '2 * a & 6 * ~b'
+        >>> str(simplify(parse("at(1, 2)[~~red & red] & ~~at(1, 2)[2 * red]")))
+        '2 * at(1, 2)[2 * red]'
     """
     w, sign, body = split_term(expr)
     if isinstance(body, And):
@@ -527,13 +536,22 @@ def simplify(expr: Expr) -> Expr:
             w, sign = w * tw, sign * ts
     elif isinstance(body, Or):
         body = Or(*[simplify(t) for t in body.terms])
+    elif isinstance(body, Bound):
+        body = Bound(body.place, simplify(body.body))
     return _term(w, sign, body)
 
 
 # --- structured views (CLI tree, JSON) -----------------------------------------------------
 
 def to_dict(expr: Expr) -> dict:
-    """A JSON-ready dict of the tree (``{"type": "And", "terms": [...]}``; spans included)."""
+    """A JSON-ready dict of the tree (``{"type": "And", "terms": [...]}``; spans included).
+
+    Example:
+        >>> from conceptalg import parse
+        >>> d = to_dict(parse("at(1, 2)[red]"))
+        >>> d["type"], d["place"]["args"], d["body"]["name"], d["span"]
+        ('Bound', [1.0, 2.0], 'red', [0, 13])
+    """
     out: dict = {"type": type(expr).__name__}
     if isinstance(expr, Concept):
         out["name"] = expr.name
@@ -546,6 +564,9 @@ def to_dict(expr: Expr) -> dict:
         out["expr"] = to_dict(expr.expr)
     elif isinstance(expr, Not):
         out["expr"] = to_dict(expr.expr)
+    elif isinstance(expr, Bound):
+        out["place"] = to_dict(expr.place)
+        out["body"] = to_dict(expr.body)
     else:
         out["terms"] = [to_dict(t) for t in expr.children()]
     if expr.span is not None:
@@ -563,6 +584,8 @@ def from_dict(data: dict) -> Expr:
         return Weighted(data["weight"], from_dict(data["expr"]), span=span)
     if kind == "Not":
         return Not(from_dict(data["expr"]), span=span)
+    if kind == "Bound":
+        return Bound(from_dict(data["place"]), from_dict(data["body"]), span=span)
     if kind in ("And", "Or"):
         cls = And if kind == "And" else Or
         return cls(*[from_dict(t) for t in data["terms"]], span=span)
@@ -570,7 +593,8 @@ def from_dict(data: dict) -> Expr:
 
 
 def format_tree(expr: Expr, indent: str = "  ") -> str:
-    """An indented outline of the tree, one node per line.
+    """An indented outline of the tree, one node per line; a binding's line names its place
+    and its body is indented below it, as a weight's line names the weight.
 
     Example:
         >>> from conceptalg import parse
@@ -580,6 +604,12 @@ def format_tree(expr: Expr, indent: str = "  ") -> str:
             Not
               Concept red
           Concept circle
+        >>> print(format_tree(parse("~at(0.3, 0.3)[red & circle]")))
+        Not
+          Bound at(0.3, 0.3)
+            And
+              Concept red
+              Concept circle
     """
     lines: list[str] = []
     stack: list[tuple[Expr, int]] = [(expr, 0)]
@@ -589,8 +619,11 @@ def format_tree(expr: Expr, indent: str = "  ") -> str:
             label = f"Concept {_concept_text(node)}"
         elif isinstance(node, Weighted):
             label = f"Weighted {format_number(node.weight)}"
+        elif isinstance(node, Bound):
+            label = f"Bound {_concept_text(node.place)}"
         else:
             label = type(node).__name__
         lines.append(indent * level + label)
-        stack.extend((child, level + 1) for child in reversed(node.children()))
+        children = (node.body,) if isinstance(node, Bound) else node.children()
+        stack.extend((child, level + 1) for child in reversed(children))
     return "\n".join(lines)

@@ -5,6 +5,10 @@ each rule to a node constructor. The parser is LALR with ``strict=True`` and bui
 it parses (no intermediate parse tree, no recursion), so even a 10 000-leaf expression parses
 without touching Python's recursion limit. Limits are checked on the token stream before any
 node is built. Every failure on any input string is a :class:`ConceptSyntaxError`.
+
+A binding ``at(0.3, 0.3)[red & circle]`` is parsed by the grammar; the two rules it cannot say
+(a place has arguments, a body holds no binding) are the :class:`Bound` constructor's, and
+:meth:`_Builder.bound` gives its refusal a position.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import unicodedata
 from pathlib import Path
 
 from .errors import ConceptSyntaxError
-from .expr import And, Concept, Expr, Not, Or, Weighted, register_parser
+from .expr import And, Bound, Concept, Expr, Not, Or, Weighted, _walk, register_parser
 
 __all__ = ["parse", "MAX_CHARS", "MAX_DEPTH", "MAX_LEAVES", "grammar_path"]
 
@@ -33,6 +37,8 @@ _DESCRIBE = {
     "NUMBER": "a number",
     "LPAR": "'('",
     "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
     "_AND": "'&'",
     "_OR": "'|'",
     "STAR": "'*'",
@@ -154,6 +160,15 @@ class _Builder:
         text = _unquote(value) if value.type == "QUOTED" else str(value)
         return Concept(text, factor=str(factor), span=(_start(factor), _end(value)))
 
+    def bound(self, c):
+        place, body = c[0], c[2]
+        try:
+            return Bound(place, body, span=(_start(place), _end(c[3])))
+        except ValueError as e:  # at()[...], or a binding in the body: point at the culprit
+            nested = next((n for n in _walk(body) if isinstance(n, Bound)), None)
+            pos = _start(nested) if nested is not None else _end(place) - 1
+            raise _SemanticError(str(e), pos) from None
+
     def parametric(self, c):
         args = tuple(a.value for a in c if isinstance(a, _Arg))
         return Concept(str(c[0]), args=args, span=(_start(c[0]), _end(c[-1])))
@@ -229,8 +244,9 @@ def _parse(text: str) -> Expr:
 def _check_limits(text: str) -> tuple[list, bool]:
     """Lex ``text`` and check nesting depth and leaf count before any node is built.
 
-    Depth counts open parentheses, pending prefix operators (``~``, ``2 *``) and postfix weight
-    chains (``a * 2 * 3``). Returns the tokens lexed (up to the first bad character, which the
+    Depth counts open parentheses and brackets, pending prefix operators (``~``, ``2 *``) and
+    postfix weight chains (``a * 2 * 3``); the operators before a place (``~at(p)[``) stay
+    pending in its body. Returns the tokens lexed (up to the first bad character, which the
     parser then reports in order) and whether the whole text lexed.
     """
     from lark.exceptions import UnexpectedCharacters
@@ -241,8 +257,8 @@ def _check_limits(text: str) -> tuple[list, bool]:
             tokens.append(tok)
     except UnexpectedCharacters:
         lexed_all = False
-    opened: list[int] = []  # prefix operators pending when each "(" opened
-    pending_in_groups = pending = postfix = leaves = 0
+    opened: list[int] = []  # prefix operators pending when each "(" or "[" opened
+    pending_in_groups = pending = postfix = leaves = before_name = 0
     in_args = after_operand = after_postfix_star = False
     for i, tok in enumerate(tokens):
         kind = tok.type
@@ -262,23 +278,24 @@ def _check_limits(text: str) -> tuple[list, bool]:
             postfix += postfix_star
         elif kind == "LPAR" and prev == "NAME":
             in_args = True
-        elif kind == "LPAR":
+        elif kind in ("LPAR", "LSQB"):
+            pending = before_name if kind == "LSQB" else pending
             opened.append(pending)
             pending_in_groups += pending
             pending = postfix = 0
-        elif kind == "RPAR":
+        elif kind in ("RPAR", "RSQB"):
             pending_in_groups -= opened.pop() if opened else 0
             pending, operand = 0, True
         elif kind in ("NAME", "QUOTED"):
             leaves += prev != "EQUAL"
-            pending, operand = 0, True
+            before_name, pending, operand = pending, 0, True
         elif kind in ("_AND", "_OR"):
             pending = postfix = 0
         after_operand, after_postfix_star = operand, postfix_star
         depth = len(opened) + pending_in_groups + pending + postfix
         if depth > MAX_DEPTH:
             raise _error(text, tok.start_pos, f"the expression is nested more than {MAX_DEPTH} "
-                         "deep (parentheses, ~ chains and weight chains all count); "
+                         "deep (parentheses, brackets, ~ chains and weight chains all count); "
                          "flatten it, e.g. write `a & b & c` rather than `(a & (b & c))`")
         if leaves > MAX_LEAVES:
             raise _error(text, tok.start_pos, f"the expression has more than {MAX_LEAVES} "
@@ -379,21 +396,36 @@ def _unexpected_token(text: str, e, tokens: list) -> ConceptSyntaxError:
         if tok.type in ("_AND", "_OR", "NOT") and str(tok) in _OPERATOR_WORDS:
             found = f"reserved word {found}"
     index = next((i for i, t in enumerate(tokens) if t.start_pos == pos), len(tokens))
-    # LALR merges look-ahead sets across contexts: drop ')' when no '(' is open, and the end
-    # of input when one is, so the message lists only what could really come next.
-    depth = sum(1 if t.type == "LPAR" else -1 if t.type == "RPAR" else 0 for t in tokens[:index])
-    expected.discard("RPAR" if depth <= 0 else "$END")
+    # LALR merges look-ahead sets across contexts: of ')', ']' and the end of input keep only
+    # the one that closes the innermost open bracket, so the message lists what could come next.
+    opened = _open_brackets(tokens[:index])
+    expected -= {"RPAR", "RSQB", "$END"} - {_CLOSES[opened[-1]] if opened else "$END"}
     message = f"unexpected {found}; expected {_describe_expected(expected)}"
-    prev = tokens[index - 1] if index > 0 else None
-    hint = _hint(tok, expected, prev, tokens, index)
+    hint = _hint(tok, expected, tokens, index, opened)
     if hint:
         message += f". {hint}"
     return _error(text, pos, message)
 
 
-def _hint(tok, expected, prev, tokens, index) -> str:
+_CLOSES = {"LPAR": "RPAR", "LSQB": "RSQB"}
+_BODY_EXAMPLE = "`at(0.3, 0.3)[red & circle]`"
+
+
+def _open_brackets(tokens: list) -> list[str]:
+    """The brackets (``LPAR``, ``LSQB``) still open after ``tokens``, outermost first."""
+    opened: list[str] = []
+    for t in tokens:
+        if t.type in _CLOSES:
+            opened.append(t.type)
+        elif t.type in ("RPAR", "RSQB") and opened:
+            opened.pop()
+    return opened
+
+
+def _hint(tok, expected, tokens, index, opened) -> str:
     value = str(tok)
     wants_operand = "NAME" in expected
+    prev = tokens[index - 1] if index > 0 else None
     if tok.type == "NAME" and value.lower() in _OPERATOR_WORDS:
         return (f"Did you mean `{_OPERATOR_WORDS[value.lower()]}`? The words and/or/not are "
                 f"operators only in lower case; `{value}` is a concept name")
@@ -405,21 +437,56 @@ def _hint(tok, expected, prev, tokens, index) -> str:
     if "MINUS" in expected and tok.type != "NUMBER":
         return ("The arguments of a parametric concept are numbers, e.g. `at(0.3, -0.7)`; "
                 "if you meant a group, put an operator before '(' (missing operator?)")
+    if tok.type in ("LSQB", "RSQB") or (tok.type == "RPAR" and opened[-1:] == ["LSQB"]):
+        return _bracket_hint(tok, expected, tokens, index, opened)
     if tok.type == "MINUS":
         return "Weights must be positive: negate a term with ~ (e.g. `a & ~b`)"
     if tok.type in ("NAME", "QUOTED", "LPAR", "NUMBER", "NOT") and ("_AND" in expected
                                                                      or "_OR" in expected):
         before = _show(str(prev)) if prev is not None else "the previous term"
         return f"Missing operator between {before} and {_show(value)}: write & (and) or | (or)"
-    if tok.type == "RPAR" and not wants_operand:
-        depth = sum(1 if t.type == "LPAR" else -1 if t.type == "RPAR" else 0
-                    for t in tokens[:index])
-        if depth <= 0:
-            return "This ')' has no matching '('"
+    if tok.type == "RPAR" and not wants_operand and not opened:
+        return "This ')' has no matching '('"
     if tok.type == "RPAR" and prev is not None and prev.type == "LPAR":
         return "Empty parentheses: put an expression inside, e.g. `(a | b)`"
     if tok.type == "$END" and "RPAR" in expected:
         return "A '(' is never closed"
+    if tok.type == "$END" and "RSQB" in expected:
+        return "A '[' is never closed: end the binding's body with ']'"
+    return ""
+
+
+def _bracket_hint(tok, expected, tokens, index, opened) -> str:
+    """The hint for a '[' or ']' out of place, or a ')' that would close a binding's body."""
+    prev = tokens[index - 1] if index > 0 else None
+    innermost = opened[-1] if opened else None
+    if "COMMA" in expected:  # `at(0.3, 0.3[red]`, `at(0.3]`
+        return f"Close the arguments of a place with ')' before its body, e.g. {_BODY_EXAMPLE}"
+    if tok.type == "LSQB" and "NAME" not in expected:  # `red[`, `color=red[`, `(a)[`, `2[`
+        after_equal = index > 2 and tokens[index - 2].type == "EQUAL"
+        if prev.type == "RSQB":
+            return f"A binding takes one body: put every property in it, e.g. {_BODY_EXAMPLE}"
+        if prev.type == "NUMBER" and not after_equal:
+            return ("A weight takes no body: weight the whole binding, e.g. "
+                    "`2 * at(0.3, 0.3)[red]` or `at(0.3, 0.3)[red] * 2`")
+        what = ("A group" if prev.type == "RPAR" else
+                f"`{tokens[index - 3]}={prev}`" if after_equal else f"`{prev}`")
+        return (f"{what} names no place, so it takes no body: only a place with arguments "
+                f"does, e.g. {_BODY_EXAMPLE}; to join concepts write & (e.g. `red & circle`)")
+    if tok.type == "LSQB":
+        return f"'[' opens the body of a binding and follows a place, e.g. {_BODY_EXAMPLE}"
+    if tok.type == "RPAR":
+        return "A binding's body is still open: close it with ']' before ')'"
+    if innermost is None:
+        return "This ']' has no matching '['"
+    if innermost == "LPAR":
+        return "A '(' is still open: close it with ')' before ']'"
+    if prev is not None and prev.type == "LSQB":
+        return (f"Empty brackets: a binding's body names the object's properties, e.g. "
+                f"{_BODY_EXAMPLE}")
+    body = tokens[max(i for i, t in enumerate(tokens[:index]) if t.type == "LSQB") + 1:index]
+    if not any(t.type in ("NAME", "QUOTED") for t in body):  # `at(p)[2]`, `at(p)[~]`
+        return f"The body of a binding must name a concept, e.g. {_BODY_EXAMPLE}"
     return ""
 
 
@@ -436,7 +503,7 @@ def _unexpected_character(text: str, pos: int) -> ConceptSyntaxError:
                     f"'{ch}')")
     else:
         message += ("; expected a concept name, a quoted name, a number or one of "
-                    "& | ~ ! ( ) * , =")
+                    "& | ~ ! ( ) [ ] * , =")
     return _error(text, pos, message)
 
 

@@ -8,10 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import conceptalg
-from conceptalg import And, Concept, Not, Or, Weighted, concepts, parse, simplify
+from conceptalg import And, Bound, Concept, Not, Or, Weighted, concepts, parse, simplify
 from conceptalg.expr import NODE_TYPES, from_dict, to_dict
 
 a, b, c = Concept("a"), Concept("b"), Concept("c")
+p = Concept("at", args=(1.0, 2.0))
 
 
 # --- construction and identity ------------------------------------------------------------
@@ -159,6 +160,13 @@ PRINT_CASES = {
           (And(Or(a, b), c), "(a | b) & c", "And(Or(Concept('a'), Concept('b')), Concept('c'))")],
     Or: [(Or(a, b), "a | b", "Or(Concept('a'), Concept('b'))"),
          (Or(And(a, b), c), "a & b | c", "Or(And(Concept('a'), Concept('b')), Concept('c'))")],
+    Bound: [(Bound(p, a), "at(1, 2)[a]", "Bound(Concept('at', args=(1.0, 2.0)), Concept('a'))"),
+            (Bound(p, Or(a, Not(b))), "at(1, 2)[a | ~b]",
+             "Bound(Concept('at', args=(1.0, 2.0)), Or(Concept('a'), Not(Concept('b'))))"),
+            (Not(Bound(p, a)), "~at(1, 2)[a]",
+             "Not(Bound(Concept('at', args=(1.0, 2.0)), Concept('a')))"),
+            (Weighted(2, Bound(p, a)), "2 * at(1, 2)[a]",
+             "Weighted(2.0, Bound(Concept('at', args=(1.0, 2.0)), Concept('a')))")],
 }
 
 
@@ -186,6 +194,9 @@ SIMPLIFY_CASES = {
           ("a & 1*(a & b)", "2 * a & b"), ("a & 2*(b & ~~(c & a))", "3 * a & 2 * b & 2 * c"),
           ("a & ~(a & b)", "a & ~(a & b)")],
     Or: [("a | a", "a | a"), ("~~a | b", "a | b"), ("(a & a) | b", "2 * a | b")],
+    Bound: [("at(1, 2)[~~a]", "at(1, 2)[a]"), ("at(1, 2)[a & a]", "at(1, 2)[2 * a]"),
+            ("at(1, 2)[a] & at(1, 2)[a]", "2 * at(1, 2)[a]"),
+            ("~(2*at(1, 2)[a])", "2 * ~at(1, 2)[a]")],
 }
 
 
@@ -239,7 +250,11 @@ def _extend(children):
     )
 
 
-trees = st.recursive(_leaves, _extend, max_leaves=12)
+# a binding's body is any tree without a binding in it
+_places = st.builds(lambda n, xs: Concept(n, args=xs), st.sampled_from(["at", "near"]),
+                    st.lists(_numbers, min_size=1, max_size=3))
+_bindings = st.builds(Bound, _places, st.recursive(_leaves, _extend, max_leaves=5))
+trees = st.recursive(st.one_of(_leaves, _bindings), _extend, max_leaves=12)
 
 
 @given(trees)
