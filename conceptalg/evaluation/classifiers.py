@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..data.scenes import ScenesDataset
 from ..data.shapes import DEFAULT_HOLDOUT, FACTORS, ShapesDataset, pairs
+from .bindings import SceneLabels, scene_labels
 from .decoder import decode_scenes, decode_shapes
 from .metrics import SampleLabels
 
@@ -196,8 +197,9 @@ class ClassifierEvaluator:
 
 @dataclass
 class ScenesEvaluator:
-    """``scenes`` samples labelled by the decoder: valid scenes of 1..4 clean objects and their
-    centres (``at(x, y)`` holds with an object within ``radius``).
+    """``scenes`` samples labelled by the decoder: valid scenes of 1..4 clean objects, their
+    centres (``at(x, y)`` holds with an object within ``radius``) and each object's shape and
+    colour (``at(x, y)[red & circle]``: the object there is a red circle, :mod:`.bindings`).
 
     Example:
         >>> from conceptalg.expr import Concept
@@ -215,24 +217,21 @@ class ScenesEvaluator:
     clean_only: bool = True
     _report: dict | None = field(default=None, repr=False)
 
-    def __call__(self, samples: Tensor) -> SampleLabels:
-        d = decode_scenes(samples.detach().cpu())
-        if not self.clean_only:
-            return SampleLabels(d.counts >= 1, {}, {}, centres=d.centres, mask=d.mask,
-                                radius=self.radius)
-        return SampleLabels(d.valid, {}, {}, centres=d.centres, mask=d.mask & d.valid[:, None],
-                            radius=self.radius)
+    def __call__(self, samples: Tensor) -> SceneLabels:
+        return scene_labels(decode_scenes(samples.detach().cpu()), self.radius, self.clean_only)
 
     def real_accuracy(self, n: int = 300) -> dict:
-        """Fraction of fresh real scenes decoded valid, with the right object count and an
-        object within ``radius`` of every true centre."""
+        """Fraction of fresh real scenes decoded valid, with the right object count and, at
+        every true centre, an object within ``radius`` of the true shape and colour."""
         if self._report is None:
             data = ScenesDataset(n, seed=self.seed + 104729)
             labels = self(data.images)
-            found = torch.stack([
-                ((torch.linalg.vector_norm(labels.centres - data.centres[:, k:k + 1], dim=-1)
-                  <= self.radius) & labels.mask).any(1) | ~data.mask[:, k]
-                for k in range(data.mask.shape[1])]).all(0)
+            found = []
+            for k in range(data.mask.shape[1]):
+                one = labels.object_at(data.centres[:, k])
+                found.append((one.valid & (one.values["shape"] == data.shapes[:, k])
+                              & (one.values["color"] == data.colors[:, k])) | ~data.mask[:, k])
+            found = torch.stack(found).all(0)
             counts = decode_scenes(data.images).counts == data.counts
             self._report = {"all": float((labels.valid & counts & found).float().mean()), "n": n}
         return self._report

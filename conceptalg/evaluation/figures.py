@@ -7,6 +7,11 @@ written in the cell, and the combinations held out of training outlined in red.
 The truth table: one row of samples per expression, each framed green when it holds (valid, and
 the expression true of its decoded labels) and red when it does not, the expression and its
 truth rate at the left; a refused expression shows the compiler's message instead.
+
+The bindings figure: one row of sampled scenes per query, each binding's tolerance circle
+(radius 0.1) drawn at its point, green where the binding holds and red where it does not, and
+under each scene the object decoded at each point with ✓ or ✗; the frame is green when the
+whole sample counts.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from typing import Sequence
 import torch
 
 from ..plots import _pyplot, tile
+from .bindings import BindingReport
 from .extrapolation import ExtrapolationMatrix
 
-__all__ = ["save_extrapolation_figure", "framed", "save_truth_figure"]
+__all__ = ["save_extrapolation_figure", "framed", "save_truth_figure", "save_bindings_figure"]
 
 HELD_OUT_COLOUR = "#e8112d"
 #: frame colours of the truth table: the sample holds / does not
@@ -126,6 +132,65 @@ def save_truth_figure(rows: Sequence[dict], path: str | Path, *, ncol: int = 16,
     caption = "green frame: the sample holds (valid, and the expression true of its decoded " \
               "labels); red: it does not"
     fig.suptitle(caption if title is None else f"{title}\n{caption}", fontsize=9)
+    return _save(fig, path)
+
+
+def save_bindings_figure(rows: Sequence[tuple[object, torch.Tensor, BindingReport]],
+                         path: str | Path, *, ncol: int = 4, title: str | None = None) -> Path:
+    """Draw sampled scenes with their bindings as a PNG (module docstring): ``rows`` are
+    ``(expression, images [N, 3, H, W], report)`` with the report of
+    :func:`~conceptalg.evaluation.bindings.check_bindings` on those images; at most ``ncol``
+    scenes per row.
+
+    Example:
+        >>> from conceptalg.data.scenes import ScenesDataset
+        >>> from conceptalg.evaluation.bindings import check_bindings, scene_labels
+        >>> from conceptalg.evaluation.decoder import decode_scenes
+        >>> from conceptalg.expr import Concept
+        >>> data = ScenesDataset(2, seed=0)
+        >>> expr = Concept("at", args=tuple(data.centres[0, 0].tolist()))[Concept("red")]
+        >>> report = check_bindings(expr, scene_labels(decode_scenes(data.images)))
+        >>> import tempfile, os; folder = tempfile.mkdtemp()
+        >>> save_bindings_figure([(expr, data.images, report)], os.path.join(folder, "b.png")).name
+        'b.png'
+    """
+    from matplotlib.patches import Circle
+
+    plt = _pyplot()
+    nrow = max(1, len(rows))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.45 * ncol + 2.2, 1.95 * nrow + 0.5),
+                             squeeze=False)
+    for r, (expr, images, report) in enumerate(rows):
+        for i in range(ncol):
+            ax = axes[r, i]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i >= len(images):
+                ax.set_axis_off()
+                continue
+            ax.imshow(images[i].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy(),
+                      extent=(0, 1, 1, 0), interpolation="nearest")
+            lines = []
+            for j, check in enumerate(report.checks, 1):
+                ok = bool(check.valid[i] & check.holds[i])
+                colour = TRUE_RGB if ok else FALSE_RGB
+                x, y = check.binding.place.args
+                ax.add_patch(Circle((x, y), 0.1, fill=False, lw=1.2, ls="--", color=colour))
+                ax.text(x, y, str(j), color=colour, fontsize=6, ha="center", va="center")
+                lines.append(f"{j} {check.describe(i)} {'✓' if ok else '✗'}")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(1, 0)
+            if not bool(report.valid[i]):
+                lines.append("invalid scene")
+            ax.set_xlabel("\n".join(lines), fontsize=6, labelpad=2)
+            for spine in ax.spines.values():
+                spine.set_linewidth(2.5)
+                spine.set_edgecolor(TRUE_RGB if bool(report.correct[i]) else FALSE_RGB)
+        axes[r, 0].set_ylabel(textwrap.fill(str(expr), width=28), rotation=0, ha="right",
+                              va="center", fontsize=7)
+    caption = "circles: each binding's point and tolerance (0.1), green when it holds; under " \
+              "each scene the object decoded there; frame green when the sample counts"
+    fig.suptitle(caption if title is None else f"{title}\n{caption}", fontsize=8)
     return _save(fig, path)
 
 

@@ -5,12 +5,13 @@ clean object for ``shapes``, a clean scene of 1–4 objects for ``scenes``) and,
 boolean ``[N]`` truth value. The truth of an expression follows its tree:
 
     T[c] = label(c)          T[~e] = ¬T[e]          T[w * e] = T[e]
-    T[a & b & …] = ∧ T[·]    T[a | b | …] = ∨ T[·]
+    T[a & b & …] = ∧ T[·]    T[a | b | …] = ∨ T[·]    T[p[e]] = bound(p[e])
 
 and a sample is **correct** when it is valid and ``T[expr]`` holds: every concept present,
 negated ones absent, at least one disjunct of an OR present. Weights change energies, not
-logic. An accuracy ``p`` over ``n`` samples carries the binomial standard error
-``sqrt(p(1 − p)/n)``.
+logic. A binding ``at(p)[e]`` is labelled by the evaluator as a whole (for scenes,
+:mod:`.bindings`: ``e`` holds of the object at ``p``); labels that read no objects refuse it.
+An accuracy ``p`` over ``n`` samples carries the binomial standard error ``sqrt(p(1 − p)/n)``.
 
 Diversity looks at what the expression leaves free. A factor none of whose values the
 expression mentions is free; its spread is the normalised entropy ``H(values)/log V`` of its
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UnknownConceptError
-from ..expr import And, Concept, Expr, Not, Or, Weighted, as_expr, concepts
+from ..expr import And, Bound, Concept, Expr, Not, Or, Weighted, as_expr, concepts
 
 __all__ = ["SampleLabels", "Proportion", "ExpressionScore", "truth", "correct", "proportion",
            "normalised_entropy", "free_factors", "diversity", "or_proportions", "score",
@@ -93,6 +94,12 @@ class SampleLabels:
         factor, index = self.resolve(c)
         return self.values[factor] == index
 
+    def bound(self, b: Bound) -> Tensor:
+        """Truth of a binding ``place[body]`` per sample; these labels read no objects, so they
+        refuse it (:class:`~conceptalg.evaluation.bindings.SceneLabels` reads them)."""
+        raise UnknownConceptError(f"the evaluator cannot label the binding {str(b)!r}: it reads "
+                                  f"no objects at places (scenes evaluators do)")
+
 
 def truth(expr: Expr | str, labels: SampleLabels) -> Tensor:
     """Whether ``expr`` holds on each sample, by walking its tree (module docstring).
@@ -118,6 +125,8 @@ def truth(expr: Expr | str, labels: SampleLabels) -> Tensor:
             return ~walk(e.expr)
         if isinstance(e, Weighted):
             return walk(e.expr)
+        if isinstance(e, Bound):
+            return labels.bound(e)
         parts = torch.stack([walk(t) for t in e.terms])                        # [T, N]
         if isinstance(e, And):
             return parts.all(0)
@@ -242,7 +251,8 @@ def diversity(expr: Expr | str, labels: SampleLabels, among: Tensor | None = Non
 
 def or_proportions(expr: Expr | str, labels: SampleLabels) -> dict[str, dict[str, float]]:
     """For every OR in ``expr``: among the valid samples where it holds, the fraction in which
-    each disjunct holds (disjuncts may overlap, so fractions can sum past 1).
+    each disjunct holds (disjuncts may overlap, so fractions can sum past 1). An OR inside a
+    binding's body is about one object, not the sample, and is not reported.
 
     Example:
         >>> labels = SampleLabels(torch.ones(4, dtype=torch.bool), {"color": ("red", "blue")},
@@ -260,7 +270,8 @@ def or_proportions(expr: Expr | str, labels: SampleLabels) -> dict[str, dict[str
             n = int(held.sum())
             out[str(e)] = {str(t): (int((p & held).sum()) / n if n else float("nan"))
                            for t, p in zip(e.terms, parts)}
-        stack.extend(reversed(e.children()))
+        if not isinstance(e, Bound):
+            stack.extend(reversed(e.children()))
     return out
 
 

@@ -66,7 +66,7 @@ class ModelSampler:
 class ModelInfo:
     """A loaded model and what its checkpoint says about its data: ``data`` is ``"shapes"``,
     ``"scenes"`` or another name, ``holdout`` the (shape, colour) pairs its training split
-    held out (``None`` when unknown or not ``shapes``).
+    held out (``None`` when unknown, or neither ``shapes`` nor ``scenes``).
 
     Example:
         >>> info = model_info("models/shapes")  # doctest: +SKIP
@@ -134,7 +134,8 @@ def model_info(path, *, device=None) -> ModelInfo:
     """Load a model directory and read its data spec: the data name recorded by the trainer
     (recognised from its concepts when absent) and, for ``shapes``, the hold-out — the
     checkpoint's own record when it has one, else :data:`~conceptalg.data.shapes.DEFAULT_HOLDOUT`
-    (what ``conceptalg train --data shapes`` uses unless told otherwise).
+    (what ``conceptalg train --data shapes`` uses unless told otherwise); for ``scenes``, the
+    recorded hold-out (``None`` when the checkpoint records none).
 
     Example:
         >>> print(model_info("models/shapes").describe())  # doctest: +SKIP
@@ -156,6 +157,8 @@ def model_info(path, *, device=None) -> ModelInfo:
         else:
             data = data or "custom"
     holdout = None
+    if data == "scenes" and "holdout" in spec:  # scenes made before the hold-out record none
+        holdout = resolve_holdout([tuple(p) for p in spec["holdout"]] or None)
     if data == "shapes":
         recorded = spec.get("holdout", "default")
         holdout = DEFAULT_HOLDOUT if recorded == "default" else \
