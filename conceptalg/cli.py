@@ -230,7 +230,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     try:
         path = export_model(args.run, args.out, init_bank=args.init_bank,
-                            sampler_defaults=dict(args.set))
+                            sampler_defaults=dict(args.set), classifiers=args.classifiers)
     except ValueError as e:
         if isinstance(e, ConceptAlgError):  # e.g. CheckpointError: reported by main()
             raise
@@ -250,6 +250,10 @@ def _register_export(sub) -> None:
                        epilog="Example: conceptalg export runs/shapes models/shapes")
     p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
     p.add_argument("out", help="directory to write (a run directory with one checkpoint)")
+    p.add_argument("--classifiers", default=None, metavar="RUN",
+                   help="dsm: put the factor classifiers of RUN (trained with --heads "
+                        "classifier --base over this model) beside the model's own heads, "
+                        "for fast conceptalg infer")
     p.add_argument("--init-bank", type=nonnegative_int, default=None, metavar="N",
                    help="start images kept with the model (default 256; 0: none; dsm "
                         "models keep none)")

@@ -56,7 +56,7 @@ def _check_infer_args(args: argparse.Namespace) -> tuple[list[Path], list[str] |
 def _cmd_infer(args: argparse.Namespace) -> int:
     paths, factors = _check_infer_args(args)
     set_threads(args.threads)
-    from .inference import infer, inference_method
+    from .inference import infer, inference_cost
     from .training.checkpoint import load
 
     model = load(args.model)
@@ -65,14 +65,20 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"the model has no factor(s) {', '.join(map(repr, missing))}; its "
                          f"factors are {', '.join(known) or 'none'}")
-    method = inference_method(model)
+    asked = None if args.method is None else args.method.replace("-", " ")
+    sigma = args.sigma[0] if args.sigma is not None and len(args.sigma) == 1 else args.sigma
+    try:
+        method, cost = inference_cost(model, factors, samples=args.samples, method=asked)
+    except ValueError as e:
+        raise UsageError(f"--method: {e}") from None
     _check_sigma(args.sigma, model, method)
     names, images = _read_inputs(paths, tuple(model.config.sample_shape))
-    sigma = args.sigma[0] if args.sigma is not None and len(args.sigma) == 1 else args.sigma
-    _err(f"inferring {', '.join(factors or known)} of {len(names)} image(s) ({method})")
+    _err(f"inferring {', '.join(factors or known)} of {len(names)} image(s) ({method}: {cost} "
+         f"network input(s) per image, {cost * len(names):,} in all)")
     labels, probs = infer(model, images, factors, return_probs=True, sigma=sigma,
                           batch_size=args.batch_size, device=args.device,
-                          samples=args.samples, seed=args.seed)
+                          samples=args.samples, seed=args.seed, method=asked,
+                          progress=False if args.no_progress else None)
     values = {f: model.config.factors[f] for f in labels}
     _print_table(names, labels, probs, values, every=args.probs)
     if args.csv is not None:
@@ -243,6 +249,11 @@ def register(sub) -> None:
                    help="seed of the diffusion classifier's noise draws (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="N",
                    help="network inputs per forward pass (default 256)")
+    p.add_argument("--method", choices=("classifier", "diffusion-classifier"), default=None,
+                   help="how to read the model (default: its own classifiers when it has them, "
+                        "one pass per image; else its energies or, for score-only models, the "
+                        "diffusion classifier: levels × samples × values passes per image)")
+    p.add_argument("--no-progress", action="store_true", help="no progress report")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="torch threads (one per process when runs share cores)")

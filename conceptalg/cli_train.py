@@ -202,6 +202,7 @@ def _trainer(args: argparse.Namespace, data, device, out, say):
     build a model)."""
     from .training import Trainer, default_train_config
     from .training.checkpoint import latest_checkpoint
+    from .models.guided import GuidedDiffusionModel
     from .training.dsm import DSMTrainer, default_dsm_config
 
     dsm = args.objective == "dsm"
@@ -228,7 +229,7 @@ def _trainer(args: argparse.Namespace, data, device, out, say):
     if args.init is not None:  # continue from a trained model's weights
         model = _base_model(args.init, "--init")
     if args.base is not None:  # classifiers over a trained, frozen base
-        model = _base_model(args.base, "--base").with_classifiers(args.views_parsed)
+        model = GuidedDiffusionModel.over_base(_base_model(args.base, "--base"), args.views_parsed)
         overrides["freeze_base"] = True
     return DSMTrainer(data, config=default_dsm_config(data.sample_shape, **overrides),
                       model=model, device=device, heads=args.heads, views=args.views_parsed,
@@ -377,7 +378,8 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
                    help="dsm --heads classifier: weight of the loss that trains the "
                         "classifiers' gradients (default 10; 0: cross-entropy only)")
     p.add_argument("--holdout", type=holdout_pairs, default="default", metavar="PAIRS",
-                   help="shapes: 'default', 'none' or 'circle:red,square:green'")
+                   help="shapes, scenes: (shape, colour) pairs no training image holds: 'default' "
+                        "(six), 'none' or 'circle:red,square:green'")
     p.add_argument("--steps", type=positive_int, default=None, help="training iterations")
     # --num-samples: under torchrun, `--n` is an ambiguous abbreviation of torchrun's own options
     p.add_argument("--n", "--num-samples", dest="n", type=positive_int, default=None,

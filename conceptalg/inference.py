@@ -50,12 +50,16 @@ import torch
 from torch import Tensor
 
 from .heads import accepts_sigma
+from .progress import progress_bar
 from .sampling.settings import check_int
 
-__all__ = ["infer", "inference_method", "diffusion_levels", "log_sigma_weights", "METHODS"]
+__all__ = ["infer", "inference_method", "inference_cost", "PROGRESS_PASSES", "diffusion_levels", "log_sigma_weights", "METHODS"]
 
 #: how :func:`infer` reads a model (see the module docstring)
 METHODS = ("classifier", "energy", "diffusion classifier")
+
+#: ``infer(progress=None)`` reports progress for work of more network inputs than this
+PROGRESS_PASSES = 20_000
 
 #: the diffusion classifier's default levels: this many, log-spaced over ``_LEVEL_RANGE · σ_d``
 _LEVELS = 8
@@ -68,17 +72,19 @@ Probs = dict[str, Tensor]
 @overload
 def infer(model, images: Tensor, factors: Sequence[str] | str | None = None, *,
           return_probs: Literal[False] = False, sigma=None, batch_size: int = 256,
-          device=None, samples: int = 8, seed: int = 0) -> Labels: ...
+          device=None, samples: int = 8, seed: int = 0,
+          method: str | None = None, progress: bool | None = None) -> Labels: ...
 
 
 @overload
 def infer(model, images: Tensor, factors: Sequence[str] | str | None = None, *,
           return_probs: Literal[True], sigma=None, batch_size: int = 256,
-          device=None, samples: int = 8, seed: int = 0) -> tuple[Labels, Probs]: ...
+          device=None, samples: int = 8, seed: int = 0,
+          method: str | None = None, progress: bool | None = None) -> tuple[Labels, Probs]: ...
 
 
 def infer(model, images, factors=None, *, return_probs=False, sigma=None, batch_size=256,
-          device=None, samples=8, seed=0):
+          device=None, samples=8, seed=0, method=None, progress=None):
     """For each factor, the most probable value of each image (concept inference from the
     model's own heads; the module docstring says how each kind of model is read).
 
@@ -99,6 +105,13 @@ def infer(model, images, factors=None, *, return_probs=False, sigma=None, batch_
     needs its own pass). ``device`` moves the model there (``nn.Module.to``); the model is put
     in eval mode for the call and back afterwards.
 
+    ``method`` chooses how the model is read (:data:`METHODS`; default
+    :func:`inference_method`: a model's own classifiers when it has them — one pass per image —
+    else its energies, else the diffusion classifier); ``"diffusion classifier"`` reads a
+    score-only model through its denoisers even when it carries classifiers. ``progress``
+    shows a progress report (True, False, or None: only for work of more than
+    :data:`PROGRESS_PASSES` network inputs; :func:`inference_cost` says how many).
+
     Example:
         >>> import torch, conceptalg
         >>> from conceptalg.models import ConceptModel, ModelConfig
@@ -118,7 +131,7 @@ def infer(model, images, factors=None, *, return_probs=False, sigma=None, batch_
     if not isinstance(return_probs, bool):
         raise ValueError(f"return_probs must be True or False, got {return_probs!r}")
     x = _check_images(model, images)
-    plan = _plan(model, names, sigma, samples, seed)
+    plan = _plan(model, names, sigma, samples, seed, method)
     if device is not None:
         model.to(device)
     where = _model_device(model)
@@ -127,6 +140,10 @@ def infer(model, images, factors=None, *, return_probs=False, sigma=None, batch_
     chunks: dict[str, list[Tensor]] = {f: [] for f in names}
     training = model.training
     model.eval()
+    if progress is None:
+        progress = plan.cost * x.shape[0] > PROGRESS_PASSES
+    bar = progress_bar(x.shape[0], f"inferring ({plan.method})", unit="image",
+                       enabled=bool(progress))
     try:
         with torch.no_grad():
             for start in range(0, x.shape[0], per_pass):
@@ -134,12 +151,32 @@ def infer(model, images, factors=None, *, return_probs=False, sigma=None, batch_
                 scores = plan.log_probs(batch)                            # {f: [B, V]}
                 for f in names:
                     chunks[f].append(_normalised(scores[f], f, values[f], batch.shape[0]))
+                bar.update(batch.shape[0])
     finally:
+        bar.close()
         model.train(training)
     probs = {f: torch.cat(chunks[f]).exp() if chunks[f] else torch.zeros(0, len(values[f]))
              for f in names}
     labels = {f: [values[f][i] for i in probs[f].argmax(1).tolist()] for f in names}
     return (labels, probs) if return_probs else labels
+
+
+def inference_cost(model, factors: Sequence[str] | str | None = None, *, samples: int = 8,
+                   sigma=None, method: str | None = None) -> tuple[str, int]:
+    """``(method, network inputs per image)`` of :func:`infer` on ``model`` — the cost to
+    expect before reading many images (a noise-aware classifier: 1; the diffusion
+    classifier: levels × samples × values).
+
+    Example:
+        >>> from conceptalg.models import ConceptModel, ModelConfig
+        >>> cfg = ModelConfig(sample_shape=(2,), factors={"side": ["left", "right"]},
+        ...                   heads="classifier", backbone="mlp", bounds=None)
+        >>> inference_cost(ConceptModel(cfg))
+        ('classifier', 1)
+    """
+    model = _resolve_model(model)
+    plan = _plan(model, _check_factors(model, factors), sigma, samples, 0, method)
+    return plan.method, plan.cost
 
 
 def inference_method(model) -> str:
@@ -153,7 +190,7 @@ def inference_method(model) -> str:
         'energy'
     """
     cfg = model.config
-    if getattr(cfg, "heads", None) == "classifier":
+    if getattr(cfg, "heads", None) == "classifier" or getattr(cfg, "classifiers", False):
         if not any(callable(getattr(model, name, None))
                    for name in ("factor_log_probs", "classifier_logits")):
             raise ValueError(f"{type(model).__name__} has classifier heads but no "
@@ -287,11 +324,29 @@ class _Plan:
 
     log_probs: Callable[[Tensor], Mapping[str, Tensor]]
     inputs_per_image: int
+    method: str
+    #: forward passes per batch (the diffusion classifier: levels × samples)
+    passes: int = 1
+
+    @property
+    def cost(self) -> int:
+        """Network inputs per image, all passes together."""
+        return self.inputs_per_image * self.passes
 
 
-def _plan(model, factors: list[str], sigma, samples: int, seed: int) -> _Plan:
-    method = inference_method(model)
+def _plan(model, factors: list[str], sigma, samples: int, seed: int,
+          method: str | None = None) -> _Plan:
+    default = inference_method(model)
+    if method is None:
+        method = default
+    elif method != default and method != "diffusion classifier":
+        raise ValueError(f"method must be None, {default!r} or 'diffusion classifier' for this "
+                         f"model; got {method!r}")
     cfg = model.config
+    if method == "diffusion classifier" and (getattr(cfg, "objective", "cd") != "dsm"
+                                             or cfg.heads != "film"):
+        raise ValueError("the diffusion classifier reads a diffusion model with film heads "
+                         "(one denoiser per concept); this model has none")
     heads = [f"{f}={v}" for f in factors for v in cfg.factors[f]]
     dsm = getattr(cfg, "objective", "cd") == "dsm"
     if not dsm and sigma is not None and not accepts_sigma(getattr(model, "factor_log_probs",
@@ -299,13 +354,13 @@ def _plan(model, factors: list[str], sigma, samples: int, seed: int) -> _Plan:
         raise ValueError(f"sigma is a noise level of diffusion models; this model was trained "
                          f"by contrastive divergence and has none: drop sigma (got {sigma!r})")
     if method == "classifier":
-        return _Plan(_classifier(model, factors, sigma), 1)
+        return _Plan(_classifier(model, factors, sigma), 1, method)
     if method == "energy":
         return _Plan(_energies(model, factors, heads, sigma), len(heads) if
-                     dsm or getattr(cfg, "heads", None) == "film" else 1)
+                     dsm or getattr(cfg, "heads", None) == "film" else 1, method)
     levels = _levels(model, sigma)
     return _Plan(_diffusion_classifier(model, factors, heads, levels, samples, seed),
-                 len(heads))
+                 len(heads), method, len(levels) * samples)
 
 
 def _classifier(model, factors: list[str], sigma) -> Callable:

@@ -141,7 +141,7 @@ CASES = [
                                 "circle-red"], 2, ["argument --holdout: takes 'default'"]),
     ("train --holdout other data", ["train", "--data", "toy2d", "--out", "{tmp}/run",
                                     "--holdout", "circle:red"], 2,
-     ["--holdout applies to --data shapes, not toy2d"]),
+     ["--holdout applies to --data shapes or scenes, not toy2d"]),
     ("train dsm --heads", ["train", "--data", "toy2d", "--out", "{tmp}/run", "--objective", "dsm",
                            "--heads", "linear"], 2, ["--heads linear applies to --objective cd"]),
     ("train dsm --views", ["train", "--data", "shapes", "--out", "{tmp}/run", "--objective",

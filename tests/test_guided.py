@@ -18,8 +18,9 @@ import torch
 import conceptalg
 from conceptalg.cli import main as cli_main
 from conceptalg.errors import CompileError
-from conceptalg.models import BASE, ModelConfig
+from conceptalg.models import BASE, ModelConfig, build_model
 from conceptalg.models.diffusion import DiffusionModel
+from conceptalg.models.guided import GuidedDiffusionModel
 from conceptalg.training import DSMTrainer, builtin_data, default_dsm_config
 from conceptalg.training.export import export_model
 
@@ -37,7 +38,7 @@ def guided_model(parameterization: str = "energy", views=VIEWS, seed: int = 0) -
                       noise={"sigma_data": 0.3, "mean": 0.1, "sigma_min": 0.01,
                              "sigma_max": 5.0},
                       composition={"semantics": "logic", "guidance_scale": 1.0})
-    model = DiffusionModel(cfg).double()
+    model = build_model(cfg).double()
     for p in model.parameters():  # non-trivial weights where the network starts at zero
         torch.nn.init.normal_(p, std=0.2)
     return model.eval()
@@ -118,7 +119,7 @@ def test_with_classifiers_keeps_the_base_and_freezes_it():
                          parameterization="score", backbone_options={"channels": (8, 16)})
     trainer.fit()
     film = trainer.model
-    guided = film.with_classifiers(VIEWS, {"width": 4})
+    guided = GuidedDiffusionModel.over_base(film, VIEWS, {"width": 4})
     x, sigma = data.x[:4], torch.full((4,), 0.3)
     torch.testing.assert_close(guided.concept_scores(x, [BASE], sigma=sigma),
                                film.concept_scores(x, [BASE], sigma=sigma))
@@ -211,7 +212,7 @@ def scenes_model(parameterization: str = "score") -> DiffusionModel:
                       noise={"sigma_data": 0.3, "mean": 0.1, "sigma_min": 0.01,
                              "sigma_max": 5.0},
                       composition={"semantics": "logic", "guidance_scale": 1.0})
-    model = DiffusionModel(cfg).double()
+    model = build_model(cfg).double()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.2)
     return model.eval()

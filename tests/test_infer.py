@@ -18,7 +18,7 @@ import conceptalg
 from conceptalg.cli import main
 from conceptalg.inference import (diffusion_levels, infer, inference_method,
                                   log_sigma_weights)
-from conceptalg.models import ConceptModel, DiffusionModel, ModelConfig
+from conceptalg.models import ConceptModel, DiffusionModel, ModelConfig, build_model
 
 FACTORS = {"side": ["left", "right"], "tone": ["dark", "mid", "light"]}
 
@@ -37,7 +37,7 @@ def _model(kind: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     if kind in ("linear", "film", "classifier"):
         return ConceptModel(_config(heads=kind))
-    model = DiffusionModel(_config(objective="dsm", heads="classifier" if kind == "guided"
+    model = build_model(_config(objective="dsm", heads="classifier" if kind == "guided"
                                    else "film", parameterization="score" if kind == "score"
                                    else "energy"))
     torch.nn.init.normal_(model.net.out.weight, std=0.5)

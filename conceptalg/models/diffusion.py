@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..edm import coefficients, noise_input
 from .model import BASE, ConfigHints, fourier_features
+from .noisy_classifier import NoisyClassifiers
 
 __all__ = ["DiffusionModel", "NoiseConditionedUNet", "NoiseConditionedMLP", "fourier_features",
            "edm_coefficients"]
@@ -203,14 +204,19 @@ class NoiseConditionedMLP(nn.Module):
 
 
 class DiffusionModel(ConfigHints, nn.Module):
-    """Noise-conditioned concept energies ``E_c(x, σ)`` (or scores) from one network; usable
-    directly as a concept library (``compose`` accepts it). Built from a
-    :class:`~conceptalg.models.ModelConfig` with ``objective="dsm"``; trained by
-    :class:`conceptalg.training.DSMTrainer`.
+    """Noise-conditioned concept energies ``E_c(x, σ)`` (or scores) from one network conditioned
+    on the concept (FiLM heads); usable directly as a concept library (``compose`` accepts it).
+    Built from a :class:`~conceptalg.models.ModelConfig` with ``objective="dsm"``; trained by
+    :class:`conceptalg.training.DSMTrainer`. The classifier-guided kind (an unconditional
+    network and noise-aware classifiers, ``heads="classifier"``) is
+    :class:`~conceptalg.models.guided.GuidedDiffusionModel`.
 
     ``config.noise`` holds ``sigma_data`` (σ_d), ``mean`` (μ: a number, or one per coordinate of
     a vector), ``sigma_min`` and ``sigma_max``; ``config.backbone`` is ``"unet"`` (images,
     ``backbone_options["channels"]``) or ``"mlp"`` (vectors, ``backbone_options["hidden"]``).
+    With ``config.classifiers`` the model also carries a noise-aware classifier per factor,
+    each reading its view (:meth:`factor_log_probs`): what :func:`conceptalg.infer` reads in one
+    pass per image.
 
     Example:
         >>> from conceptalg.models import ModelConfig
@@ -223,8 +229,17 @@ class DiffusionModel(ConfigHints, nn.Module):
         torch.Size([4, 2])
     """
 
+    #: a classifier-guided model (:class:`~conceptalg.models.guided.GuidedDiffusionModel`)
+    guided = False
+
     def __init__(self, config, view_modules: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
+        if (config.heads == "classifier") != self.guided:
+            raise ValueError("a model with heads='classifier' is a GuidedDiffusionModel "
+                             "(conceptalg.models.build_model picks the class from the config)"
+                             if not self.guided else
+                             f"a GuidedDiffusionModel needs heads='classifier', got "
+                             f"{config.heads!r}")
         self.config = config
         self.base_name = BASE
         self.head_names = config.concept_names
@@ -239,11 +254,10 @@ class DiffusionModel(ConfigHints, nn.Module):
         self.register_buffer("mean", mean.reshape(shape if mean.numel() > 1 else ()),
                              persistent=False)
         self.energy_form = config.parameterization == "energy"
-        self.guided = config.heads == "classifier"
-        # the concept table's last row is the base; a guided model's network is unconditional
+        # the concept table's last row is the base (a guided model's only row)
         self._base_row = 0 if self.guided else len(self.head_names)
         self.embedding = nn.Embedding(self._base_row + 1, d)
-        self.arg_nets = nn.ModuleDict({  # a guided model's parametric concepts: window heads
+        self.arg_nets = nn.ModuleDict({
             name: nn.Sequential(nn.Linear(k * 12, d), nn.SiLU(), nn.Linear(d, d))
             for name, k in config.parametric.items() if not self.guided})
         options = dict(config.backbone_options)
@@ -254,16 +268,16 @@ class DiffusionModel(ConfigHints, nn.Module):
                                             zero_init=options.get("zero_init", True))
         else:
             self.net = NoiseConditionedMLP(shape[0], options.get("hidden", (128, 128, 128)), d)
-        if self.guided:
-            from .noisy_classifier import WINDOW_DEFAULTS, NoisyClassifiers, WindowClassifier
-
+        if self.guided or config.classifiers:
             self.classifier_noise = _NoiseEmbedding(d, options.get("noise_embedding", "wide"))
             self.classifiers = NoisyClassifiers(shape, config.factors, config.views, dim=d,
                                                 options=options.get("classifier"),
                                                 view_modules=view_modules)
-            window = {**WINDOW_DEFAULTS, **dict(options.get("window") or {})}
-            self.local_heads = nn.ModuleDict({name: WindowClassifier(shape[0], dim=d, **window)
-                                              for name in config.parametric})
+
+    @property
+    def has_classifiers(self) -> bool:
+        """Whether the model carries noise-aware factor classifiers (:meth:`factor_logits`)."""
+        return hasattr(self, "classifiers")
 
     # --- the network -----------------------------------------------------------------------
     def _rows(self, heads: Sequence[str]) -> list[int]:
@@ -342,61 +356,26 @@ class DiffusionModel(ConfigHints, nn.Module):
                            for v in args])                                # [K·B, n]
         return xs, rows, a, self._sigma(sigma, b, x).repeat(k)
 
-    def with_classifiers(self, views: dict | None = None,
-                         options: dict | None = None) -> "DiffusionModel":
-        """A guided model (``heads="classifier"``) whose base is this model's base, weight for
-        weight, with fresh noise-aware classifiers over ``views`` (train them with
-        ``DSMConfig(freeze_base=True)``): classifier heads added to a trained diffusion model.
-
-        Example:
-            >>> from conceptalg.models import ModelConfig
-            >>> cfg = ModelConfig(sample_shape=(3, 8, 8), factors={"shape": ["a", "b"]},
-            ...                   heads="film", objective="dsm", backbone="unet",
-            ...                   backbone_options={"channels": (8,)})
-            >>> guided = DiffusionModel(cfg).with_classifiers({"shape": "colour-blind"},
-            ...                                               {"width": 4})
-            >>> guided.config.heads, guided.config.views
-            ('classifier', {'shape': 'colour-blind'})
-        """
-        import dataclasses
-
-        from .views import view_name
-
-        if self.guided:
-            raise ValueError("this model has classifier heads already")
-        cfg = self.config
-        backbone = dict(cfg.backbone_options)
-        if options is not None:
-            backbone["classifier"] = dict(options)
-        modules = {f: v for f, v in dict(views or {}).items() if isinstance(v, nn.Module)}
-        config = dataclasses.replace(
-            cfg, heads="classifier", backbone_options=backbone,
-            views={f: view_name(v) for f, v in dict(views or {}).items()},
-            composition={"semantics": "logic", "guidance_scale": 1.0})
-        guided = DiffusionModel(config, view_modules=modules).to(self.mean.device)
-        guided.net.load_state_dict(self.net.state_dict())
-        guided.noise_embedding.load_state_dict(self.noise_embedding.state_dict())
-        with torch.no_grad():
-            guided.embedding.weight[0] = self.embedding.weight[self._base_row]
-        return guided
-
     def base_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the base (the denoiser network, its embeddings)."""
-        skip = {id(p) for name in ("classifiers", "classifier_noise", "local_heads")
+        """The parameters of the denoiser (the network, its embeddings): everything but the
+        classifiers."""
+        skip = {id(p) for name in ("classifiers", "classifier_noise", "local_heads",
+                                   "object_heads")
                 if hasattr(self, name)
                 for p in getattr(self, name).parameters()}
         return [p for p in self.parameters() if id(p) not in skip]
 
-    # --- classifier heads (a guided model) ---------------------------------------------------
+    # --- noise-aware factor classifiers ------------------------------------------------------
     def factor_logits(self, x: Tensor, factors: Sequence[str] | None = None, *,
                       sigma: Tensor | float | None = None) -> dict[str, Tensor]:
         """Logits ``{factor: [B, V]}`` of the noise-aware classifiers at levels ``sigma``
-        (None: the data level, evaluated at ``σ_min``); guided models (``heads="classifier"``)
-        only."""
-        if not self.guided:
+        (None: the data level, evaluated at ``σ_min``); models with classifiers only
+        (``heads="classifier"``, or ``classifiers=True`` beside film heads)."""
+        if not self.has_classifiers:
             raise RuntimeError("factor_logits needs a model with classifier heads "
-                               "(heads='classifier'); this one conditions its network on the "
-                               "concept")
+                               "(heads='classifier', or classifiers beside its film heads: "
+                               "conceptalg export --classifiers); this one conditions its "
+                               "network on the concept only")
         factors = list(self.config.factors) if factors is None else list(factors)
         unknown = [f for f in factors if f not in self.config.factors]
         if unknown:
@@ -411,58 +390,18 @@ class DiffusionModel(ConfigHints, nn.Module):
         _, _, c_in = edm_coefficients(s, self.sigma_data)
         return _view(c_in, x) * (x - self.mean), s
 
-    def local_logits(self, x: Tensor, name: str, point: Tensor, *,
-                     sigma: Tensor | float | None = None) -> Tensor:
-        """``logit P(name(point) | window(x, point), σ)`` ``[B]`` of a parametric concept
-        (``point[B, 2]``, or ``[2]`` for all): its window classifier (guided models)."""
-        if name not in getattr(self, "local_heads", {}):
-            raise KeyError(f"{type(self).__name__} has no window head {name!r}; parametric "
-                           f"concepts: {list(self.config.parametric)}")
-        u, s = self._classifier_input(x, sigma)
-        point = point.to(x.dtype).expand(x.shape[0], 2)
-        return self.local_heads[name](u, point, self.classifier_noise(s))
-
     def factor_log_probs(self, x: Tensor, factors: Sequence[str] | None = None, *,
                          sigma: Tensor | float | None = None) -> dict[str, Tensor]:
         """``{factor: log p(value | view_f(x), σ) [B, V]}`` (see :meth:`factor_logits`)."""
         return {f: torch.log_softmax(v, dim=1)
                 for f, v in self.factor_logits(x, factors, sigma=sigma).items()}
 
-    def _class_log_probs(self, x: Tensor, heads: Sequence[str], sigma,
-                         args: Sequence[Tensor | None] | None = None) -> list[Tensor | None]:
-        """``log p(c | x, σ)`` ``[B]`` for each concept head (one classifier pass per factor;
-        a parametric head's window classifier at its arguments), ``None`` for the base."""
-        args = list(args) if args is not None else [None] * len(heads)
-        factors = [self._value(h)[0] for h in heads
-                   if h != self.base_name and h not in self.config.parametric]
-        log_probs = self.factor_log_probs(x, list(dict.fromkeys(factors)), sigma=sigma) \
-            if factors else {}
-        out: list[Tensor | None] = []
-        for name, a in zip(heads, args):
-            if name == self.base_name:
-                out.append(None)
-            elif name in self.config.parametric:
-                if a is None:
-                    raise ValueError(f"parametric head {name!r} needs arguments")
-                out.append(nn.functional.logsigmoid(self.local_logits(x, name, a,
-                                                                      sigma=sigma)))
-            else:
-                f, j = self._value(name)
-                out.append(log_probs[f][:, j])
-        return out
-
     # --- the concept-library protocol -------------------------------------------------------
     def concept_energies(self, x: Tensor, heads: Sequence[str],
                          args: Sequence[Tensor | None] | None = None, *,
                          sigma: Tensor | float | None = None) -> Tensor:
         """Energies ``E_c(x, σ)`` ``[B, K]`` of ``heads`` (``BASE`` = the base) at levels
-        ``sigma`` (``[B]``, a float, or None for the data level); energy form only. For a
-        guided model the concept columns are ``log p(c | view(x), σ)`` (classifier heads,
-        ``E_c = E_0 − log p``) and only the base column needs the energy form."""
-        if self.guided:
-            log_ps = self._class_log_probs(x, heads, sigma, args)
-            base = self.concept_energies_base(x, sigma) if None in log_ps else None
-            return torch.stack([base if c is None else c for c in log_ps], dim=1)
+        ``sigma`` (``[B]``, a float, or None for the data level); energy form only."""
         if not self.energy_form:
             raise RuntimeError("this model was trained with parameterization='score' and gives "
                                "scores only (concept_scores); train with --parameterization "
@@ -482,20 +421,7 @@ class DiffusionModel(ConfigHints, nn.Module):
     def concept_scores(self, x: Tensor, heads: Sequence[str],
                        args: Sequence[Tensor | None] | None = None, *,
                        sigma: Tensor | float | None = None) -> Tensor:
-        """Scores ``∇_x log p_σ(x | c) = −∇_x E_c(x, σ)`` ``[B, K, *shape]`` (a guided
-        model's concept ``c``: the base score plus ``∇_x log p(c | view(x), σ)``)."""
-        if self.guided and any(h != self.base_name for h in heads):
-            base = self.concept_scores(x, [self.base_name], sigma=sigma)[:, 0]
-            columns = []
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                for log_p in self._class_log_probs(xg, heads, sigma, args):
-                    if log_p is None:
-                        columns.append(base)
-                        continue
-                    (g,) = torch.autograd.grad(log_p.sum(), xg, retain_graph=True)
-                    columns.append(base + g)
-            return torch.stack(columns, dim=1)
+        """Scores ``∇_x log p_σ(x | c) = −∇_x E_c(x, σ)`` ``[B, K, *shape]``."""
         xs, rows, a, s = self._batched(x, heads, args, sigma)
         if self.energy_form:
             d = self.denoise_for(xs, rows, a, s)
@@ -509,6 +435,10 @@ class DiffusionModel(ConfigHints, nn.Module):
         """The base energy ``E_0(x, σ)`` ``[B]`` (energy form)."""
         return self.concept_energies(x, [self.base_name], sigma=sigma)[:, 0]
 
+    #: how the library reads the concept heads (a guided model: ``"log_prob"``)
+    def _head_kind(self) -> str:
+        return "energy" if self.energy_form else "score"
+
     def as_concept_library(self):
         """A :class:`~conceptalg.library.ConceptLibrary` over the heads (σ-aware; kind
         ``"score"`` for the score form), carrying the sampling and composition defaults."""
@@ -518,7 +448,7 @@ class DiffusionModel(ConfigHints, nn.Module):
         kind = "energy" if self.energy_form else "score"
         lib = ConceptLibrary()
         lib.add_model(self, {name: None for name in self.head_names},
-                      kind="log_prob" if self.guided else kind, parametric=list(cfg.parametric))
+                      kind=self._head_kind(), parametric=list(cfg.parametric))
         lib.set_base(self, self.base_name, kind=kind)
         lib.sample_shape = cfg.sample_shape
         lib.bounds = cfg.bounds
@@ -542,7 +472,8 @@ class DiffusionModel(ConfigHints, nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         views = f", views={cfg.views}" if cfg.views else ""
-        return (f"objective='dsm', heads={cfg.heads!r}{views}, "
+        extra = ", classifiers=True" if cfg.classifiers else ""
+        return (f"objective='dsm', heads={cfg.heads!r}{views}{extra}, "
                 f"parameterization={cfg.parameterization!r}, "
                 f"concepts={len(self.head_names)}, sample_shape={cfg.sample_shape}, "
                 f"sigma=[{self.sigma_min:g}, {self.sigma_max:g}]")

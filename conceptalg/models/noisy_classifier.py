@@ -3,7 +3,10 @@
 Parametric concepts of a position (``at(x, y)``) get a :class:`WindowClassifier`: a binary
 classifier of "the concept holds at this point" that reads only a window of the image around
 the point — local by construction, so a composition of several points guides each object by
-its own pixels (local conditional scores, Bradley et al. 2025).
+its own pixels (local conditional scores, Bradley et al. 2025). The properties of the object at
+a point (its shape, its colour: what a binding ``at(x, y)[red & circle]`` asks) get
+:class:`ObjectClassifiers`: per-factor classifiers of a smaller window around the point, each
+reading its factor's view of it — local and factor-local at once.
 
 For each factor ``f`` a softmax classifier ``p(v | view_f(x̃), σ)`` of noisy data
 ``x̃ = x + σ ε`` (docs/design.md §6, classifier guidance): the factor's view trunk
@@ -29,7 +32,8 @@ from .backbones import ConvTrunk, film_layers
 from .view_trunks import trunk_key as _key
 from .views import build_view_trunk
 
-__all__ = ["NoisyClassifiers", "WindowClassifier", "CLASSIFIER_DEFAULTS", "WINDOW_DEFAULTS"]
+__all__ = ["NoisyClassifiers", "WindowClassifier", "ObjectClassifiers", "CLASSIFIER_DEFAULTS",
+           "WINDOW_DEFAULTS", "OBJECT_DEFAULTS"]
 
 #: the view trunks' default size (a conv trunk of width 32: 3 stages of 32/64/64 channels)
 CLASSIFIER_DEFAULTS = {"width": 32, "blocks": (1, 2, 2)}
@@ -96,6 +100,22 @@ class NoisyClassifiers(nn.Module):
 WINDOW_DEFAULTS = {"window": 0.5, "size": 16, "width": 16, "radius": 0.1}
 
 
+def window_grid(window: float, size: int) -> Tensor:
+    """The sampling grid ``[S, S, 2]`` of a window of side ``window`` (a fraction of the image
+    width) resampled to ``size × size``, in ``grid_sample``'s ``[-1, 1]`` units, centred at 0."""
+    offsets = torch.linspace(-1, 1, int(size)) * float(window)
+    gy, gx = torch.meshgrid(offsets, offsets, indexing="ij")
+    return torch.stack([gx, gy], -1)
+
+
+def crop(u: Tensor, point: Tensor, grid: Tensor) -> Tensor:
+    """The windows ``[B, C, S, S]`` of ``u[B, C, H, W]`` around ``point[B, 2]`` (``(x, y)`` in
+    ``[0, 1]``, origin top-left), bilinear, zeros outside the image."""
+    centre = (2 * point.to(u.dtype) - 1)[:, None, None, :]                 # [B, 1, 1, 2]
+    return nn.functional.grid_sample(u, grid.to(u.dtype) + centre, mode="bilinear",
+                                     padding_mode="zeros", align_corners=False)
+
+
 class WindowClassifier(nn.Module):
     """``logit P(c(p) | window(x̃, p), σ)`` ``[B]`` for a concept of a position ``p = (x, y)``
     in ``[0, 1]²`` (origin top-left, x to the right): the window of side ``window`` (a fraction
@@ -118,18 +138,54 @@ class WindowClassifier(nn.Module):
         features = self.trunk.out_features
         self.head = nn.Sequential(nn.Linear(features + dim, features), nn.SiLU(),
                                   nn.Linear(features, 1))
-        offsets = torch.linspace(-1, 1, self.size) * self.window   # grid_sample's [-1, 1] units
-        gy, gx = torch.meshgrid(offsets, offsets, indexing="ij")
-        self.register_buffer("grid", torch.stack([gx, gy], -1), persistent=False)  # [S, S, 2]
+        self.register_buffer("grid", window_grid(self.window, self.size), persistent=False)
 
     def crop(self, u: Tensor, point: Tensor) -> Tensor:
         """The windows ``[B, C, S, S]`` of ``u[B, C, H, W]`` around ``point[B, 2]``."""
-        centre = (2 * point.to(u.dtype) - 1)[:, None, None, :]             # [B, 1, 1, 2]
-        grid = self.grid.to(u.dtype) + centre                              # [B, S, S, 2]
-        return nn.functional.grid_sample(u, grid, mode="bilinear", padding_mode="zeros",
-                                         align_corners=False)
+        return crop(u, point, self.grid)
 
     def forward(self, u: Tensor, point: Tensor, emb: Tensor) -> Tensor:
         conditions = [layer(emb) for layer in self.films]
         h = self.trunk(self.crop(u, point), conditions)                    # [B, F]
         return self.head(torch.cat([h, emb], dim=1))[:, 0]                 # [B]
+
+
+#: object heads: the window's side (a fraction of the width: small enough that a neighbour,
+#: whose circumscribed circle is ≥ 0.38 away in ``scenes``, stays outside it when the object
+#: sits at the point), its resampled size in pixels, and the view trunks' size
+OBJECT_DEFAULTS = {"window": 0.4, "size": 16, "width": 16, "blocks": (1, 2)}
+
+
+class ObjectClassifiers(nn.Module):
+    """``{factor: logits [B, V]}`` of the properties of *the object at* ``point[B, 2]``: the
+    window of side ``window`` around the point, resampled to ``size × size``, read by one
+    :class:`NoisyClassifiers` per factor view (``views``: e.g. shape colour-blind, colour
+    shape-blind). Trained on windows centred on objects, so it answers ``P(v | the object at
+    p)`` — the factor probability a binding ``at(p)[E]`` multiplies by ``P(object at p)``.
+
+    Example:
+        >>> from conceptalg.models.diffusion import _NoiseEmbedding
+        >>> heads = ObjectClassifiers(3, {"shape": ["a", "b"], "color": ["r", "g", "b"]},
+        ...                           {"shape": "colour-blind", "color": "shape-blind"}, dim=16)
+        >>> out = heads(torch.rand(2, 3, 32, 32), torch.tensor([[0.3, 0.3], [0.7, 0.6]]),
+        ...             ["color"], torch.ones(2), _NoiseEmbedding(16)(torch.ones(2)))
+        >>> out["color"].shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, in_channels: int, factors: Mapping[str, Sequence[str]],
+                 views: Mapping[str, str], *, dim: int, options: Mapping | None = None,
+                 view_modules: Mapping[str, nn.Module] | None = None) -> None:
+        super().__init__()
+        options = {**OBJECT_DEFAULTS, **dict(options or {})}
+        self.window, self.size = float(options.pop("window")), int(options.pop("size"))
+        self.register_buffer("grid", window_grid(self.window, self.size), persistent=False)
+        self.classifiers = NoisyClassifiers((in_channels, self.size, self.size), factors,
+                                            {f: v for f, v in views.items() if f in factors},
+                                            dim=dim, options=options,
+                                            view_modules=view_modules)
+
+    def forward(self, u: Tensor, point: Tensor, factors: Sequence[str], sigma: Tensor,
+                emb: Tensor) -> dict[str, Tensor]:
+        window = crop(u, point.expand(u.shape[0], 2), self.grid)          # [B, C, S, S]
+        return self.classifiers(window, sigma, factors, emb)

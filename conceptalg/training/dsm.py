@@ -48,7 +48,9 @@ from torch.optim.swa_utils import AveragedModel
 from .. import distributed as _dist
 from .. import edm
 from ..errors import TrainingDiverged
+from ..models.build import build_model
 from ..models.diffusion import DiffusionModel
+from ..models.guided import GuidedDiffusionModel
 from ..models.model import ModelConfig
 from ..models.views import normalise_views, view_name
 from .conditioning import ConceptChoices
@@ -100,8 +102,8 @@ class DSMTrainer(TrainingRun):
             modules = {f: v for f, v in dict(views or {}).items() if isinstance(v, nn.Module)}
             with torch.random.fork_rng(devices=[]):  # initial weights follow cfg.seed
                 torch.manual_seed(cfg.seed)
-                model = DiffusionModel(self._model_config(parameterization, backbone_options,
-                                                          heads, views), view_modules=modules)
+                model = build_model(self._model_config(parameterization, backbone_options,
+                                                       heads, views), view_modules=modules)
         elif views or heads != "film" or parameterization != "energy":
             given = model.config
             if (views and given.views != normalise_views(views, given.factors)) or \
@@ -136,7 +138,7 @@ class DSMTrainer(TrainingRun):
         guided = self.online.guided
         if cfg.augment is not None and (guided or len(data.sample_shape) != 3):
             raise ValueError("augment applies to the base of a film model on images; train the "
-                             "base so, then add classifiers (DiffusionModel.with_classifiers)")
+                             "base so, then add classifiers (GuidedDiffusionModel.over_base)")
         if cfg.conditioning == "complete" and (guided or data.parametric):
             raise ValueError("conditioning='complete' conditions a film model on all of a "
                              "sample's factor values; classifier heads and parametric concepts "
@@ -149,8 +151,10 @@ class DSMTrainer(TrainingRun):
                 f"or with holdout='none'")
         self._factors = list(self.online.config.factors) if guided else []
         self._local = list(self.online.config.parametric) if guided else []
+        self._objects = list(self.online.config.object_factors) if guided else []
         missing = [f for f in self._factors if f not in data.labels] + \
-            [n for n in self._local if n not in data.parametric]
+            [n for n in self._local if n not in data.parametric] + \
+            [f for f in self._objects if f not in data.object_labels]
         if missing:
             raise ValueError(f"classifier heads need labels of every concept; the data has "
                              f"none for {missing}")
@@ -160,7 +164,7 @@ class DSMTrainer(TrainingRun):
         self._setup_checked = self.dist is None
 
     @property
-    def model(self) -> DiffusionModel:
+    def model(self) -> DiffusionModel | GuidedDiffusionModel:
         """The EMA-averaged model: the one to sample from, save and ship."""
         return self.ema.module
 
@@ -188,8 +192,10 @@ class DSMTrainer(TrainingRun):
         if heads == "classifier":  # exact AND/OR/NOT from the classifiers' probabilities
             composition = {"semantics": "logic", "guidance_scale": 1.0}
         views = {f: view_name(v) for f, v in dict(views or {}).items()}
+        objects = data.object_factors if heads == "classifier" else {}
         return ModelConfig(sample_shape=data.sample_shape, factors=data.factors,
-                           parametric=parametric, heads=heads, views=views,
+                           parametric=parametric, object_factors=objects, heads=heads,
+                           views=views,
                            embedding_dim=embedding_dim,
                            backbone="unet" if image else "mlp", backbone_options=options,
                            bounds=data.bounds, objective="dsm",
@@ -229,11 +235,14 @@ class DSMTrainer(TrainingRun):
         return (weight * (denoised - goal).square().flatten(1).mean(1)).mean()
 
     def guided_loss(self, x: Tensor, labels: Tensor, sigma: Tensor, noise: Tensor,
-                    points: dict | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                    points: dict | None = None,
+                    objects: dict | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of a model with classifier heads (module docstring): the base's denoising
         loss, plus per factor the cross-entropy of its known labels (``labels[B, F]``, ``-1``
-        unknown) and the denoising loss of its conditional denoiser. Returns the total and its
-        parts (detached)."""
+        unknown) and the denoising loss of its conditional denoiser; the same for each window
+        head at its query ``points`` and, for each place's object heads, at the centre of one
+        object per sample (``objects[place] = (point[B, 2], labels[B, F_obj])``). Returns the
+        total and its parts (detached)."""
         model, cfg = self.online, self.config
         noisy = x + _view(sigma, x) * noise
         rows = torch.full((len(x),), model._base_row, device=x.device)
@@ -262,6 +271,13 @@ class DSMTrainer(TrainingRun):
             log_p = torch.where(holds, nn.functional.logsigmoid(logit),
                                 nn.functional.logsigmoid(-logit))
             terms.append((log_p, torch.ones_like(holds), holds))  # guide where it holds
+        for place, (point, object_labels) in (objects or {}).items():
+            logits = model.object_logits(xg, place, point, self._objects, sigma=sigma)
+            for j, f in enumerate(self._objects):
+                y = object_labels[:, j]
+                known = y >= 0
+                log_p = torch.log_softmax(logits[f], 1).gather(1, y.clamp(min=0)[:, None])[:, 0]
+                terms.append((torch.where(known, log_p, 0.0), known, known))
         for log_p, known, positive in terms:
             ce = ce - log_p.sum() / known.sum().clamp(min=1)
             if cfg.guidance_weight > 0:
@@ -295,6 +311,21 @@ class DSMTrainer(TrainingRun):
         point = torch.where((torch.rand(b, generator=g) < 0.5)[:, None], near, uniform)
         point = point.clamp(0.0, 1.0)
         return point, objects_near(args, mask, point, radius)
+
+    def _object_points(self, data: ConceptData, name: str, idx: Tensor,
+                       g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One object per sample for the object heads of place ``name``: its centre moved by
+        up to a quarter of the window head's radius (a sampled object is rarely exactly at its
+        point), and its labels ``[B, F_obj]``."""
+        args, mask = data.parametric[name]
+        args, mask = args[idx], mask[idx]                                 # [B, M, 2], [B, M]
+        b = len(idx)
+        pick = torch.rand(mask.shape, generator=g).masked_fill(~mask, -1.0).argmax(1)
+        rows = torch.arange(b)
+        shift = self.online.local_heads[name].radius / 4
+        point = args[rows, pick] + shift * (2 * torch.rand(b, 2, generator=g) - 1)
+        labels = torch.stack([data.object_labels[f][idx][rows, pick] for f in self._objects], 1)
+        return point.clamp(0.0, 1.0), labels
 
     def _stable_targets(self, x: Tensor, head: Tensor, sigma: Tensor, noise: Tensor,
                         g: torch.Generator) -> Tensor:
@@ -346,7 +377,9 @@ class DSMTrainer(TrainingRun):
         if self.online.guided:  # classifier heads: every factor's label, and query points
             points = {name: [t.to(to) for t in self._query_points(data, name, idx, g)]
                       for name in self._local}
-            return x.to(to), labels[idx].to(to), sigma.to(to), noise.to(to), points
+            objects = {name: [t.to(to) for t in self._object_points(data, name, idx, g)]
+                       for name in self._local if self._objects}
+            return x.to(to), labels[idx].to(to), sigma.to(to), noise.to(to), points, objects
         return (x.to(to), head.to(to), None if args is None else args.to(to),
                 sigma.to(to), noise.to(to), None if target is None else target.to(to))
 

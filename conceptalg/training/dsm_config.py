@@ -51,7 +51,7 @@ class DSMConfig:
     (``heads="classifier"``, module docstring): cross-entropy of the labels, and the denoising
     loss of the conditional denoiser ``D_0 + σ² ∇ log p(y | x̃, σ)`` that trains their
     gradients. ``freeze_base`` trains the classifiers only, over a base trained before
-    (:meth:`~conceptalg.models.DiffusionModel.with_classifiers`).
+    (:meth:`~conceptalg.models.GuidedDiffusionModel.over_base`).
     ``augment="channel-permutations"`` declares the data law invariant under permutations of
     the colour channels (true of ``shapes`` and ``scenes``, whose colours are closed under
     them): the base (samples drawn for "no concept") trains on images with their channels

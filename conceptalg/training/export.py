@@ -30,7 +30,8 @@ _COMPOSITION_KEYS = COMPOSITION_KEYS
 
 def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
                  init_bank: int | None = None,
-                 sampler_defaults: dict[str, Any] | None = None) -> Path:
+                 sampler_defaults: dict[str, Any] | None = None,
+                 classifiers: str | os.PathLike | None = None) -> Path:
     """Write the model of ``run`` (a run directory or a checkpoint) to ``out`` as a one-
     checkpoint run directory without optimiser state or replay buffers, keeping the newest
     ``init_bank`` samples of the base replay buffer as the model's default chain starts
@@ -39,6 +40,10 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
     defaults for :func:`conceptalg.sample` (e.g. longer chains than the training recipe's;
     ``None`` as a value removes an entry); its keys ``semantics`` and ``guidance_scale`` set
     the model's composition defaults instead (what ``compose(..., semantics=None)`` uses).
+    ``classifiers`` names a run (or checkpoint) of noise-aware classifiers trained over this
+    model's base (``conceptalg train --heads classifier --base MODEL``): the exported model
+    carries them beside its own heads (:func:`conceptalg.models.guided.with_classifiers_of`),
+    so :func:`conceptalg.infer` reads it in one pass per image; sampling is unchanged.
     Returns the checkpoint directory; ``conceptalg.load(out)`` reads it.
 
     Example:
@@ -85,7 +90,26 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, *,
     metadata["exported_from"] = {"checkpoint": str(ckpt.path), "step": ckpt.step,
                                  "init_bank": init_bank,
                                  "sampler_defaults": dict(sampler_defaults or {})}
+    if classifiers is not None:
+        model, metadata["classifiers_from"] = _with_classifiers(model, classifiers)
     return save_checkpoint(out, ckpt.step, model=model, metadata=metadata, keep=1)
+
+
+def _with_classifiers(model, run) -> tuple[Any, dict[str, Any]]:
+    """``model`` with the factor classifiers of the guided run ``run`` beside its heads, and
+    what the metadata records of them."""
+    from ..models.guided import with_classifiers_of
+
+    source = load_checkpoint(run)
+    if not getattr(source.model, "guided", False):
+        raise ValueError(f"--classifiers {run}: holds no classifier heads; train them with "
+                         f"conceptalg train --heads classifier --base MODEL")
+    if getattr(model, "guided", True) or model.config.objective != "dsm":
+        raise ValueError("classifiers go beside the film heads of a diffusion model "
+                         "(--objective dsm); this model is not one")
+    merged = with_classifiers_of(model, source.model)
+    return merged, {"checkpoint": str(source.path), "step": source.step,
+                    "views": dict(source.model.config.views)}
 
 
 def _check_composition(composition: dict[str, Any]) -> None:
