@@ -46,12 +46,18 @@ the assumption of equal partition functions (uniform, times ``exp(ℓ)`` of OR l
 
 - :mod:`.normalize` — expression → normal form (pure, cached);
 - :mod:`.plan` — normal form → flat op list over value slots, and its linear coefficients
-  (pure; the ops run tensors);
+  (pure, cached; the ops are frozen records that run tensors);
+- :mod:`.semantics` — one object per semantics (product, guidance, logic): what the root,
+  the leaves and ``E_0`` mean under it;
+- :mod:`.leaves` — resolution: each distinct concept → a :class:`~.leaves.Leaf` (its head and
+  arguments);
 - :mod:`.calls` — one batched call per model (energies or scores, at a noise level);
-- :mod:`.checks` — construction-time resolution and errors (names, base, semantics, scores);
-- :mod:`.printers` — the formula and leaves of a composed energy, as text for humans;
-- :mod:`.energy` — :class:`ComposedEnergy`: ``forward(x, sigma)``, ``score(x, sigma)``,
-  ``explain()``;
+- :mod:`.checks` — construction-time errors (semantics, options, base, scores);
+- :mod:`.program` — (expression, library, options) → a frozen :class:`~.program.Program`
+  (settings, leaves, ops, calls, coefficients): the compiled value;
+- :mod:`.printers` — the formula and leaves of a program, as text for humans;
+- :mod:`.energy` — :class:`ComposedEnergy`, the ``nn.Module`` that runs a program:
+  ``forward(x, sigma)``, ``score(x, sigma)``, ``explain()``;
 - :mod:`.dnf` — normal form → disjunctive normal form: the branches of a mixture, and their
   weights (pure, no tensors);
 - :mod:`.mixture` — :class:`MixtureEnergy`: one :class:`ComposedEnergy` per branch;

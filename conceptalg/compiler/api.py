@@ -17,6 +17,7 @@ from .checks import OrNeedsEnergyValues
 from .energy import ComposedEnergy
 from .mixture import MixtureEnergy
 from .normalize import _check_semantics
+from .semantics import semantics_named
 
 __all__ = ["compose", "explain"]
 
@@ -87,7 +88,7 @@ class _SymbolicLibrary:
     """Every name resolves (nothing is loaded): lets ``explain`` show a plan without a model."""
 
     def __init__(self, semantics: str) -> None:
-        self.kind = "log_prob" if semantics == "logic" else "energy"
+        self.kind = "energy" if semantics_named(semantics).linear else "log_prob"
         self.base = Head("base", None, None)
         self._heads: dict[tuple, Head] = {}
 

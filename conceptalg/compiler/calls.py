@@ -5,37 +5,32 @@ A leaf's *raw* output is what its source returns: an energy ``[B]`` (``kind="ene
 Raw outputs land in slots ``0 .. n_leaves − 1``, the base ``E_0`` (when the plan uses it) in
 slot ``n_leaves``. A σ-aware source (:func:`conceptalg.library.accepts_sigma`) also receives
 ``sigma=s`` with ``s[B]``; the others never see it. The grouping is decided once, at
-construction (:func:`plan_calls`); a :class:`_Call` only moves tensors.
+construction (:func:`plan_calls`); a :class:`Call` only moves tensors.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CompileError
 from ..heads import Head
+from .leaves import Leaf
 
-__all__ = ["as_sigma"]
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    text: str       # DSL spelling of the first occurrence
-    head: Head
-    args: tuple | None
+__all__ = ["Call", "plan_calls", "as_sigma"]
 
 
-class _Call:
+class Call:
     """One evaluation of one source: a batched model call for several heads, or one function.
 
     ``method`` is ``concept_energies`` or ``concept_scores`` for a model, ``None`` for a
-    function; ``sigma_aware`` says whether the source is passed ``sigma=``.
+    function; ``sigma_aware`` says whether the source is passed ``sigma=``. ``args`` names, per
+    head, the buffer of its parametric arguments on the module that runs the call (``None``:
+    none); ``outs`` are the raw slots it fills.
     """
 
     __slots__ = ("source", "method", "heads", "args", "outs", "any_args", "sigma_aware",
@@ -80,35 +75,36 @@ class _Call:
         raw[self.outs[0]] = out
 
 
-def plan_calls(leaves: tuple[_Leaf, ...], base: Head | None,
-               register_buffer: Callable[[str, Tensor], None]) -> tuple[list[_Call], list]:
+def plan_calls(leaves: tuple[Leaf, ...], base: Head | None
+               ) -> tuple[tuple[Call, ...], tuple[nn.Module, ...], tuple[tuple[str, tuple], ...]]:
     """Group the leaf evaluations: one call per (model, method) for all its heads, one per
-    function. Parametric arguments become float64 buffers named ``_leaf_args_<slot>`` (so
-    ``.to(device)`` moves them). Returns the calls and the ``nn.Module`` sources."""
+    function. Returns the calls, the ``nn.Module`` sources, and the parametric arguments as
+    ``(buffer name, args)`` pairs: the module that runs the calls keeps each as a float64
+    buffer named ``_leaf_args_<slot>`` (so ``.to(device)`` moves them)."""
     heads: list[Head] = [leaf.head for leaf in leaves] + ([base] if base is not None else [])
     groups: dict[tuple, list] = {}  # (id(source), method) -> [(head, arg buffer, raw slot)]
-    calls, modules = [], []
+    calls, modules, buffers = [], [], []
     for slot, head in enumerate(heads):
         arg = None
         if slot < len(leaves) and leaves[slot].args is not None:
             arg = f"_leaf_args_{slot}"
-            register_buffer(arg, torch.tensor(leaves[slot].args, dtype=torch.float64))
+            buffers.append((arg, leaves[slot].args))
         if isinstance(head.source, nn.Module) and all(head.source is not m for m in modules):
             modules.append(head.source)
         if head.batched:
             groups.setdefault((id(head.source), head.method), []).append((head, arg, slot))
         else:
-            calls.append(_Call(head, [head.key], [arg], [slot]))
+            calls.append(Call(head, [head.key], [arg], [slot]))
     for members in groups.values():
-        calls.append(_Call(members[0][0], [h.head for h, _, _ in members],
-                           [a for _, a, _ in members], [s for _, _, s in members]))
-    return calls, modules
+        calls.append(Call(members[0][0], [h.head for h, _, _ in members],
+                          [a for _, a, _ in members], [s for _, _, s in members]))
+    return tuple(calls), tuple(modules), tuple(buffers)
 
 
 def evaluate_head(head: Head, x: Tensor, sigma: Tensor | None = None) -> Tensor:
     """One energy head on its own, at temperature 1 (for calibrate; forward batches heads)."""
     raw: list = [None]
-    _Call(head, [head.head if head.batched else head.key], [None], [0])(None, x, sigma, raw)
+    Call(head, [head.head if head.batched else head.key], [None], [0])(None, x, sigma, raw)
     return raw[0] / head.temperature
 
 

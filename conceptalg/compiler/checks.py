@@ -2,9 +2,8 @@
 
 Everything that can fail by name or structure fails here, before any tensor is seen: the
 semantics in force (the caller's, else the library's ``default_semantics``, else
-``"product"``) and the guidance scale ``w`` (``E = E_0 + w·D``); leaf names and the arguments
-of parametric concepts (placed in the expression's text with a caret); OR log-weights;
-the base ``E_0`` an expression needs; and heads that give only scores (``kind="score"``), which
+``"product"``) and the guidance scale ``w`` (``E = E_0 + w·D``); OR log-weights; the base
+``E_0`` an expression needs; and heads that give only scores (``kind="score"``), which
 compose only where the energy is linear in its concepts — no OR, not ``semantics="logic"`` —
 except a base that gives a score under logic's classifier heads (``∇ log P`` is autograd's). An
 OR over such heads raises :class:`OrNeedsEnergyValues`, which ``compose()`` answers with a
@@ -16,12 +15,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from ..errors import CompileError, ConceptArgumentError, UnknownConceptError
-from ..expr import Concept, Expr, as_expr, concepts
+from ..errors import CompileError
+from ..expr import Expr, as_expr
 from ..heads import Head
-from ..syntax import argument_position, error_position
-from .calls import _Leaf
-from .normalize import SEMANTICS, _NOr, _Term, _check_semantics, _normal_form
+from .leaves import Leaf
+from .normalize import SEMANTICS, _NOr, _Term, _normal_form
+from .semantics import semantics_named
 
 # The fix for a score-only concept where energy values are needed (a CLI and a Python spelling).
 TRAIN_ENERGY = 'train with `--parameterization energy` (Python: parameterization="energy")'
@@ -32,10 +31,6 @@ def hint(concepts: Any, library: Any, name: str) -> Any:
     library; ``None`` when neither carries it."""
     value = getattr(concepts, name, None)
     return getattr(library, name, None) if value is None else value
-
-
-#: the semantics that take a guidance scale ``w``
-SCALED = ("guidance", "logic")
 
 
 def resolve_semantics(concepts: Any, library: Any, semantics: str | None,
@@ -50,14 +45,14 @@ def resolve_semantics(concepts: Any, library: Any, semantics: str | None,
         elif semantics not in SEMANTICS:
             raise CompileError(f"the library's default_semantics is {semantics!r}; it must be "
                                f"one of {', '.join(SEMANTICS)}")
-    _check_semantics(semantics)
+    scaled = semantics_named(semantics).scaled  # a CompileError for an unknown name
     whose = " (the library's default)" if from_library else ""
-    if guidance_scale is not None and semantics not in SCALED:
+    if guidance_scale is not None and not scaled:
         raise CompileError(f"guidance_scale applies to semantics='guidance' (E = E_0 + w*D) and "
                            f"'logic' (E = E_0 - w*log P), and the semantics in force is "
                            f"{semantics!r}{whose}; pass semantics='guidance' or drop "
                            f"guidance_scale")
-    if semantics not in SCALED:
+    if not scaled:
         return semantics, from_library, None
     what = "guidance_scale"
     if guidance_scale is None:
@@ -85,10 +80,6 @@ def composition_hint(concepts: Any, library: Any, name: str) -> Any:
     return value
 
 
-#: the semantics whose negated terms take ``negation_scale`` and ``negation_sigmas``
-NEGATION_OPTIONS = ("guidance",)
-
-
 def resolve_negation(concepts: Any, library: Any, semantics: str, from_library: bool,
                      negation_scale: Any, negation_sigmas: Any
                      ) -> tuple[float | None, tuple[float, float] | None]:
@@ -104,7 +95,7 @@ def resolve_negation(concepts: Any, library: Any, semantics: str, from_library: 
         >>> resolve_negation(None, None, "product", False, None, None)
         (None, None)
     """
-    if semantics not in NEGATION_OPTIONS:
+    if not semantics_named(semantics).negation_options:
         given = [n for n, v in (("negation_scale", negation_scale),
                                 ("negation_sigmas", negation_sigmas)) if v is not None]
         if given:
@@ -173,54 +164,6 @@ def base_head(base: Any) -> Head:
     return Head("base", None, base)
 
 
-def resolve_leaves(expr: Expr, library: Any,
-                   text: str | None = None) -> tuple[list[_Leaf], dict[Concept, int]]:
-    """The distinct leaves (one per head and arguments) and each concept's leaf index; every
-    unknown name is reported at once. When only arguments are wrong, the first such concept
-    is a :class:`ConceptArgumentError` placed in ``text`` (the expression's source, if it was
-    text) under the concept or its offending argument."""
-    leaves: list[_Leaf] = []
-    index: dict[tuple, int] = {}
-    leaf_of: dict[Concept, int] = {}
-    problems: list[str] = []
-    misfits: list[tuple[Concept, ConceptArgumentError]] = []
-    unknown = False
-    for c in concepts(expr):
-        try:
-            head = library.resolve(c)
-        except UnknownConceptError as e:
-            problems.append(str(e))
-            unknown = True
-            continue
-        except ConceptArgumentError as e:
-            problems.append(e.message)
-            misfits.append((c, e))
-            continue
-        except CompileError as e:
-            problems.append(str(e))
-            continue
-        key = (head, c.args)
-        if key not in index:
-            index[key] = len(leaves)
-            leaves.append(_Leaf(str(c), head, c.args))
-        leaf_of[c] = index[key]
-    if misfits and len(misfits) == len(problems):
-        raise _placed(*misfits[0], text) from None
-    if problems:
-        cls = UnknownConceptError if unknown else CompileError
-        raise cls("\n".join(problems) + f"\n  in `{expr}`") from None
-    return leaves, leaf_of
-
-
-def _placed(c: Concept, e: ConceptArgumentError, text: str | None) -> ConceptArgumentError:
-    """``e`` with the line, column and caret of ``c`` (or of its offending argument) in
-    ``text``; as it is when there is no text or ``c`` has no span."""
-    if text is None or c.span is None:
-        return e
-    pos = c.span[0] if e.argument is None else argument_position(text, c.span, e.argument)
-    return ConceptArgumentError(e.message, argument=e.argument, **error_position(text, pos))
-
-
 def finite_log_weight(value: Any, what: str) -> float:
     v = float(value)
     if math.isnan(v) or v == math.inf:
@@ -248,7 +191,7 @@ def log_weight_table(expr: Expr, nf: _Term, semantics: str, or_log_weights: Any)
             for i, (t, v) in enumerate(zip(nf.body.terms, values))}
 
 
-def check_base(expr: Expr, semantics: str, leaves: list[_Leaf], base: Head | None,
+def check_base(expr: Expr, semantics: str, leaves: list[Leaf], base: Head | None,
                anchored: list) -> None:
     """A base where the plan needs one; classifier heads where logic needs them."""
     if base is not None:
@@ -290,7 +233,7 @@ class OrNeedsEnergyValues(CompileError):
         self.what = what
 
 
-def check_scores(expr: Expr, semantics: str, leaves: list[_Leaf], base: Head | None,
+def check_scores(expr: Expr, semantics: str, leaves: list[Leaf], base: Head | None,
                  has_or: bool) -> str | None:
     """Refuse expressions that need energy values from a score-only head (``base``: the base
     the plan uses). Returns the message ``forward`` raises when the energy has only a score, or

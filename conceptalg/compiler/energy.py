@@ -1,14 +1,17 @@
 """ComposedEnergy: the composed energy ``E(x, σ)`` of an expression, and its score ``−∇_x E``.
 
-The constructor resolves and checks everything (:mod:`.checks`), plans the program
-(:mod:`.plan`) and groups the model calls (:mod:`.calls`); ``forward`` and ``score`` only run
-tensors. Atoms are what the leaves give at temperature 1 — ``E_c`` for energy and score heads,
-``log p(c|x)`` for classifier heads — plus ``E_0``. When every op is linear (product or guidance
-without an OR) the root is ``Σ_i a_i · atom_i``; the coefficients ``a_i`` are derived once, so
+The constructor compiles the expression into a frozen
+:class:`~conceptalg.compiler.program.Program` (:func:`~conceptalg.compiler.program.compile_program`:
+resolution, checks, ops, calls, coefficients) and keeps the arguments of parametric leaves as
+buffers; ``forward`` and ``score`` only run that program on tensors, and the semantics object
+in it (:mod:`.semantics`) says what the root value means. Atoms are what the leaves give at
+temperature 1 — ``E_c`` for energy and score heads, ``log p(c|x)`` for classifier heads — plus
+``E_0``. When every op is linear (product or guidance without an OR) the root is
+``Σ_i a_i · atom_i``; the coefficients ``a_i`` are in the program, so
 ``score = Σ_i a_i · (−∇ atom_i)`` can mix heads that give energies (differentiated by autograd)
 and heads that give only scores (``concept_scores``). The text of ``explain()`` comes from
-:mod:`.printers`; :func:`~conceptalg.compiler.compose` (in :mod:`.api`) builds this class, or a
-mixture for an OR over score-only heads.
+:mod:`.printers`, which reads the program; :func:`~conceptalg.compiler.compose` (in :mod:`.api`)
+builds this class, or a mixture for an OR over score-only heads.
 """
 
 from __future__ import annotations
@@ -21,22 +24,16 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CompileError
-from ..expr import Expr, as_expr, format_number
-from ..library import SAMPLING_HINTS, as_library
-from .calls import _Leaf, as_sigma, evaluate_head, plan_calls
-from .checks import (base_head, check_base, check_or_temperature, check_scores, log_weight_table,
-                     resolve_leaves, resolve_negation, resolve_semantics)
-from .normalize import _normal_form, _to_expr
-from .plan import _Lin, _Planner, _SoftMin, linear_form
+from ..expr import Expr, format_number
+from ..library import SAMPLING_HINTS
+from .calls import as_sigma, evaluate_head
+from .checks import check_scores
 from .printers import describe
+from .program import Program, compile_program
 
 __all__ = ["ComposedEnergy"]
 
 _BASE_KEY = "(base)"
-# How a leaf's raw output becomes its slot value, by (semantics, head kind).
-_MODES = {("product", "energy"): "E", ("product", "score"): "E", ("product", "log_prob"): "E0-r",
-          ("guidance", "energy"): "E-E0", ("guidance", "score"): "E-E0",
-          ("guidance", "log_prob"): "-r", ("logic", "log_prob"): "r"}
 
 
 class ComposedEnergy(nn.Module):
@@ -45,14 +42,16 @@ class ComposedEnergy(nn.Module):
 
     Built by :func:`~conceptalg.compiler.compose` (same arguments); see
     :mod:`conceptalg.compiler` for the semantics. Everything that can fail by name or structure
-    fails here, at construction; an OR over a head that gives only scores raises
+    fails here, at construction (:func:`~conceptalg.compiler.program.compile_program`); an OR
+    over a head that gives only scores raises
     :class:`~conceptalg.compiler.checks.OrNeedsEnergyValues` (``compose`` makes it a mixture).
     Models that are ``nn.Module``s are registered as submodules, so ``.to(device)`` and
     ``.eval()`` reach them.
 
-    Attributes: ``expr`` (the expression), ``semantics``, ``semantics_from_library`` (True when
-    it is the library's default), ``guidance_scale`` (``w`` under guidance and logic, else ``None``),
-    ``negation_scale`` and ``negation_sigmas`` (under guidance, else ``None``),
+    Attributes: ``program`` (the compiled :class:`~conceptalg.compiler.program.Program` this
+    module runs), ``expr`` (the expression), ``semantics`` (its name), ``semantics_from_library``
+    (True when it is the library's default), ``guidance_scale`` (``w`` under guidance and logic,
+    else ``None``), ``negation_scale`` and ``negation_sigmas`` (under guidance, else ``None``),
     ``or_temperature``, ``normal_form`` (an expression), ``leaves`` (DSL spellings of the
     distinct leaves), ``library``, ``sigma_aware`` (some leaf or the base takes ``sigma``),
     ``score_only`` (some leaf or the needed base gives only a score: no ``forward``).
@@ -79,62 +78,23 @@ class ComposedEnergy(nn.Module):
                  guidance_scale: float | None = None, negation_scale: float | None = None,
                  negation_sigmas: Sequence[float | None] | None = None) -> None:
         super().__init__()
-        self.expr = as_expr(expr)
-        self.library = as_library(concepts)
-        semantics, self.semantics_from_library, self.guidance_scale = resolve_semantics(
-            concepts, self.library, semantics, guidance_scale)
-        self.semantics = semantics
-        self.negation_scale, self.negation_sigmas = resolve_negation(
-            concepts, self.library, semantics, self.semantics_from_library, negation_scale,
-            negation_sigmas)
-        self.or_temperature = check_or_temperature(or_temperature, semantics, or_log_weights)
-        library_base = base_head(base) if base is not None else getattr(self.library, "base", None)
-        nf = _normal_form(self.expr, semantics != "logic")
-        self.normal_form = _to_expr(nf)
-
-        leaves, leaf_of = resolve_leaves(self.expr, self.library,
-                                         expr if isinstance(expr, str) else None)
-        self._leaves: tuple[_Leaf, ...] = tuple(leaves)
-        self.leaves = tuple(leaf.text for leaf in leaves)
-        log_weights = log_weight_table(self.expr, nf, semantics, or_log_weights)
-        planner = _Planner(lambda c: leaf_of[c], len(leaves), semantics, self.or_temperature,
-                           log_weights)
-        self._root = planner.root(nf)
-        unused = set(log_weights) - planner.used_weights
-        if unused:
-            names = ", ".join(sorted(str(_to_expr(t)) for t in unused))
-            raise CompileError(f"or_log_weights names {names}, "
-                               f"which {'is' if len(unused) == 1 else 'are'} not a disjunct of "
-                               f"`{self.expr}`; disjuncts: "
-                               f"{', '.join(sorted({d for d, _ in planner.disjuncts})) or 'none'}")
-        self._ops, self._n_slots = planner.ops, planner.n
-        negates = any(isinstance(op, _Lin) and any(op.negs) for op in self._ops)
-        self._negation_gated = negates and (self.negation_scale not in (None, 1.0)
-                                            or self.negation_sigmas is not None)
-        self._disjuncts, self._log_weights = planner.disjuncts, log_weights
-        self._disjunct_log_weights = planner.disjunct_log_weights
-        needs_base = library_base is not None and (
-            semantics != "product" or bool(planner.anchored)
-            or any(leaf.head.kind == "log_prob" for leaf in leaves))
-        self._base = library_base if needs_base else None
-        self._library_base = library_base
-        has_or = any(isinstance(op, _SoftMin) for op in self._ops)
-        self._no_energy = check_scores(self.expr, semantics, leaves, self._base, has_or)
-        self.score_only = self._no_energy is not None
-        check_base(self.expr, semantics, leaves, library_base, planner.anchored)
-
-        self._calls, modules = plan_calls(
-            self._leaves, self._base, lambda n, t: self.register_buffer(n, t, persistent=False))
-        self.models = nn.ModuleList(modules)
-        self.sigma_aware = any(call.sigma_aware for call in self._calls)
-        self._leaf_modes = tuple((_MODES[(semantics, leaf.head.kind)], leaf.head.temperature)
-                                 for leaf in self._leaves)
-        # One energy leaf read as it is (a single concept at T = 1 under product): forward is
-        # that one call, with none of the slot machinery (sampler overhead on small energies).
-        self._only_call = self._calls[0] if (
-            len(self._calls) == 1 and not self._ops and self._root == 0 and self._base is None
-            and semantics == "product" and self._leaf_modes == (("E", 1.0),)) else None
-        self._plan_score()
+        program = compile_program(expr, concepts, base=base, semantics=semantics,
+                                  or_temperature=or_temperature, or_log_weights=or_log_weights,
+                                  guidance_scale=guidance_scale, negation_scale=negation_scale,
+                                  negation_sigmas=negation_sigmas)
+        self.program = program
+        self.expr, self.library = program.expr, program.library
+        self.semantics = program.semantics.name
+        self.semantics_from_library = program.semantics_from_library
+        self.guidance_scale = program.guidance_scale
+        self.negation_scale, self.negation_sigmas = program.negation_scale, program.negation_sigmas
+        self.or_temperature = program.or_temperature
+        self.normal_form = program.normal_form
+        self.leaves = tuple(leaf.text for leaf in program.leaves)
+        self.score_only, self.sigma_aware = program.score_only, program.sigma_aware
+        for name, args in program.arg_buffers:
+            self.register_buffer(name, torch.tensor(args, dtype=torch.float64), persistent=False)
+        self.models = nn.ModuleList(program.modules)
         for name in SAMPLING_HINTS:
             value = getattr(concepts, name, None)
             if value is None:
@@ -142,108 +102,56 @@ class ComposedEnergy(nn.Module):
             if value is not None:
                 setattr(self, name, value)
 
-    def _plan_score(self) -> None:
-        """The root's coefficient on each atom, when the energy is linear in them: which raw
-        outputs ``score`` differentiates (with their factors) and which it reads as scores —
-        once with the negated terms as :meth:`_regime` sets them at levels inside
-        ``negation_sigmas`` (``"on"``) and, when a range is set, once without them (``"off"``)."""
-        n = len(self._leaves)
-        eye = torch.eye(n + 1, dtype=torch.float64)  # atoms: the leaves, then E_0
-        e0 = eye[n]
-        forms = {"E": lambda i: eye[i], "E-E0": lambda i: eye[i] - e0,
-                 "E0-r": lambda i: e0 - eye[i], "-r": lambda i: -eye[i]}
-        anchor = e0 if self.semantics == "product" and self._base is not None else None
-        self._linear = False
-        self._terms: dict[str, tuple] = {}
-        if self.semantics == "logic":
-            return
-        leaf_forms = [forms[m](i) for i, (m, _) in enumerate(self._leaf_modes)]
-        regimes = {"on": self._factor("on")}
-        if self._negation_gated and self.negation_sigmas is not None:
-            regimes["off"] = 0.0
-        for regime, g in regimes.items():
-            root = linear_form(self._ops, leaf_forms, self._n_slots, self._root, anchor, g)
-            if root is None:
-                return
-            self._terms[regime] = self._linear_terms(root, e0)
-        self._linear = True
-
-    def _linear_terms(self, root: Tensor, e0: Tensor) -> tuple:
-        """``(grad terms, score terms, grad calls, score calls)`` of root coefficients ``root``:
-        ``(atom, factor)`` pairs, and the calls that compute them."""
-        if self.semantics == "guidance":
-            root = e0 + self.guidance_scale * root
-        heads = [leaf.head for leaf in self._leaves] + [self._base]
-        grad, score = [], []
-        for i, (head, c) in enumerate(zip(heads, root.tolist())):
-            if c == 0.0 or head is None:
-                continue
-            if head.kind == "score":
-                score.append((i, c / head.temperature))
-            else:  # an energy is read at temperature 1; a log-probability as it is
-                grad.append((i, c / head.temperature if head.kind == "energy" else c))
-        used_grad, used_score = {i for i, _ in grad}, {i for i, _ in score}
-        return (tuple(grad), tuple(score),
-                tuple(c for c in self._calls if not c.scores and used_grad & set(c.outs)),
-                tuple(c for c in self._calls if c.scores and used_score & set(c.outs)))
+    # --- negated terms under guidance ---------------------------------------------------------
+    def _regime(self, sigma: Any, s: Tensor | None) -> Any:
+        """Whether the negated terms count at the level given: ``"on"``, ``"off"``, or (a
+        tensor of levels) a ``[B]`` tensor, 1 where they do. ``sigma`` is what the caller
+        passed (a number decides on the host), ``s`` the levels as a tensor."""
+        p = self.program
+        if not p.negation_gated or p.negation_sigmas is None:
+            return "on"
+        lo, hi = p.negation_sigmas
+        if sigma is None or isinstance(sigma, numbers.Real):
+            level = 0.0 if sigma is None else float(sigma)
+            return "on" if lo <= level <= hi else "off"
+        return ((s >= lo) & (s <= hi)).to(s.dtype)  # [B]
 
     def _mixed_terms(self, on: Tensor) -> tuple:
         """The linear terms for per-sample regimes, ``on`` ``[B]`` (1: inside
         ``negation_sigmas``, 0: outside): each factor is a ``[B]`` tensor."""
-        (g1, s1, gc1, sc1), (g0, s0, gc0, sc0) = self._terms["on"], self._terms["off"]
+        terms = self.program.linear_terms
+        (g1, s1, gc1, sc1), (g0, s0, gc0, sc0) = terms["on"], terms["off"]
 
         def mix(a, b):
             a, b = dict(a), dict(b)
             return tuple((i, on * a.get(i, 0.0) + (1 - on) * b.get(i, 0.0))
                          for i in dict.fromkeys([*a, *b]))
 
-        calls = lambda x, y: tuple(c for c in self._calls if c in x or c in y)  # noqa: E731
+        calls = lambda x, y: tuple(c for c in self.program.calls if c in x or c in y)  # noqa: E731
         return mix(g1, g0), mix(s1, s0), calls(gc1, gc0), calls(sc1, sc0)
-
-    # --- negated terms under guidance ---------------------------------------------------------
-    def _regime(self, sigma: Any, s: Tensor | None) -> Any:
-        """Whether the negated terms count at the level given: ``"on"``, ``"off"``, or (a
-        tensor of levels) a ``[B]`` tensor, 1 where they do. ``sigma`` is what the caller
-        passed (a number decides on the host), ``s`` the levels as a tensor."""
-        if not self._negation_gated or self.negation_sigmas is None:
-            return "on"
-        lo, hi = self.negation_sigmas
-        if sigma is None or isinstance(sigma, numbers.Real):
-            level = 0.0 if sigma is None else float(sigma)
-            return "on" if lo <= level <= hi else "off"
-        return ((s >= lo) & (s <= hi)).to(s.dtype)  # [B]
-
-    def _factor(self, regime: Any) -> Any:
-        """The factor ``g`` on the negated terms' coefficients in a regime (``None``: 1)."""
-        if not self._negation_gated:
-            return None
-        nu = self.negation_scale
-        if isinstance(regime, Tensor):
-            return regime * nu
-        if regime == "off":
-            return 0.0
-        return None if nu == 1.0 else nu
 
     # --- running -----------------------------------------------------------------------------
     def _sigma(self, sigma: Any, x: Tensor) -> Tensor | None:
-        if sigma is None and not self.sigma_aware:
+        if sigma is None and not self.program.sigma_aware:
             return None
         return as_sigma(sigma, x)
 
     def _raw(self, x: Tensor, sigma: Tensor | None) -> tuple[list, Tensor | None]:
-        raw: list = [None] * (len(self._leaves) + 1)
-        for call in self._calls:
+        p = self.program
+        raw: list = [None] * (len(p.leaves) + 1)
+        for call in p.calls:
             call(self, x, sigma, raw)
         e0 = None
-        if self._base is not None:
-            e0 = raw[-1] if self._base.temperature == 1.0 else raw[-1] / self._base.temperature
+        if p.base is not None:
+            e0 = raw[-1] if p.base.temperature == 1.0 else raw[-1] / p.base.temperature
         return raw, e0
 
     def _values(self, x: Tensor, sigma: Tensor | None,
                 regime: Any = "on") -> tuple[list, Tensor | None]:
+        p = self.program
         raw, e0 = self._raw(x, sigma)
-        v: list = [None] * self._n_slots
-        for i, (mode, t) in enumerate(self._leaf_modes):
+        v: list = [None] * p.n_slots
+        for i, (mode, t) in enumerate(p.leaf_modes):
             r = raw[i]
             if mode in ("E", "E-E0"):
                 r = r if t == 1.0 else r / t
@@ -252,20 +160,16 @@ class ComposedEnergy(nn.Module):
                 v[i] = e0 - r
             else:
                 v[i] = -r if mode == "-r" else r
-        anchor = e0 if self.semantics == "product" else None
-        g = self._factor(regime)
-        for op in self._ops:
+        anchor = e0 if p.semantics.anchors else None
+        g = p.factor(regime)
+        for op in p.ops:
             op(v, anchor, g)
         return v, e0
 
     def _energy(self, x: Tensor, sigma: Tensor | None, regime: Any = "on") -> Tensor:
         v, e0 = self._values(x, sigma, regime)
-        out = v[self._root]
-        if self.semantics == "guidance":
-            return e0 + out if self.guidance_scale == 1.0 else e0 + self.guidance_scale * out
-        if self.semantics == "logic":
-            return e0 - out if self.guidance_scale == 1.0 else e0 - self.guidance_scale * out
-        return out
+        p = self.program
+        return p.semantics.energy(v[p.root], e0, p.guidance_scale)
 
     def forward(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         """The composed energy ``E[B]`` of a batch ``x[B, ...]`` at noise level ``sigma`` (at
@@ -276,12 +180,13 @@ class ComposedEnergy(nn.Module):
         :class:`ValueError` (a tensor's values are checked with one host sync; a number costs
         none). Raises :class:`CompileError` when the energy is ``score_only``.
         """
-        if self.score_only:
-            raise CompileError(self._no_energy)
+        p = self.program
+        if p.no_energy is not None:
+            raise CompileError(p.no_energy)
         s = self._sigma(sigma, x)
-        if self._only_call is not None:
+        if p.only_call is not None:
             raw = [None]
-            self._only_call(self, x, s, raw)
+            p.only_call(self, x, s, raw)
             return raw[0]
         return self._energy(x, s, self._regime(sigma, s))
 
@@ -300,11 +205,12 @@ class ComposedEnergy(nn.Module):
             >>> compose("2 * a", lib).score(torch.ones(1, 2), sigma=1.0)  # -2 x / (1 + σ²)
             tensor([[-1., -1.]])
         """
+        p = self.program
         s = self._sigma(sigma, x)
-        if self.semantics == "logic" and self._base.kind == "score":
-            return self._logic_score(x, s)
+        if not p.semantics.linear and p.base.kind == "score":
+            return self._probability_score(x, s)
         regime = self._regime(sigma, s)
-        if not self._linear:
+        if p.linear_terms is None:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 (g,) = torch.autograd.grad(self._energy(xg, s, regime).sum(), xg)
@@ -312,8 +218,8 @@ class ComposedEnergy(nn.Module):
         if isinstance(regime, Tensor):
             grad_terms, score_terms, grad_calls, score_calls = self._mixed_terms(regime)
         else:
-            grad_terms, score_terms, grad_calls, score_calls = self._terms[regime]
-        raw: list = [None] * (len(self._leaves) + 1)
+            grad_terms, score_terms, grad_calls, score_calls = p.linear_terms[regime]
+        raw: list = [None] * (len(p.leaves) + 1)
         out = None
         if score_terms:
             for call in score_calls:
@@ -334,36 +240,38 @@ class ComposedEnergy(nn.Module):
             out = -g if out is None else out - g
         return torch.zeros_like(x) if out is None else out
 
-    def _logic_score(self, x: Tensor, sigma: Tensor | None) -> Tensor:
+    def _probability_score(self, x: Tensor, sigma: Tensor | None) -> Tensor:
         """``s_0 + w ∇_x log P(expr | x)`` for classifier heads over a base that gives only a
-        score: the probabilities' part by autograd, the base's as it is."""
-        raw: list = [None] * (len(self._leaves) + 1)
-        base_calls = [c for c in self._calls if c.scores]
-        for call in base_calls:
-            call(self, x, sigma, raw)
+        score (logic): the probabilities' part by autograd, the base's as it is."""
+        p = self.program
+        raw: list = [None] * (len(p.leaves) + 1)
+        for call in p.calls:
+            if call.scores:
+                call(self, x, sigma, raw)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            for call in self._calls:
+            for call in p.calls:
                 if not call.scores:
                     call(self, xg, sigma, raw)
-            v: list = [None] * self._n_slots
-            v[:len(self._leaves)] = raw[:len(self._leaves)]
-            for op in self._ops:
+            v: list = [None] * p.n_slots
+            v[:len(p.leaves)] = raw[:len(p.leaves)]
+            for op in p.ops:
                 op(v, None)
-            (g,) = torch.autograd.grad(v[self._root].sum(), xg)
-        s0 = raw[-1] if self._base.temperature == 1.0 else raw[-1] / self._base.temperature
-        return s0 + (g if self.guidance_scale == 1.0 else self.guidance_scale * g)
+            (g,) = torch.autograd.grad(v[p.root].sum(), xg)
+        s0 = raw[-1] if p.base.temperature == 1.0 else raw[-1] / p.base.temperature
+        return s0 + (g if p.guidance_scale == 1.0 else p.guidance_scale * g)
 
     def leaf_energies(self, x: Tensor, sigma: float | Tensor | None = None) -> dict[str, Tensor]:
         """Each distinct leaf's energy ``E_c(x, σ)`` (at temperature 1, ``[B]``), keyed by its
         DSL spelling, plus ``"(base)"`` for ``E_0`` when the plan uses it: which concept
         dominates. Raises :class:`CompileError` when the energy is ``score_only``.
         """
-        if self.score_only:
-            raise CompileError(self._no_energy)
+        p = self.program
+        if p.no_energy is not None:
+            raise CompileError(p.no_energy)
         raw, e0 = self._raw(x, self._sigma(sigma, x))
         out = {}
-        for i, leaf in enumerate(self._leaves):
+        for i, leaf in enumerate(p.leaves):
             if leaf.head.kind == "log_prob":
                 out[leaf.text] = e0 - raw[i]
             else:
@@ -394,35 +302,33 @@ class ComposedEnergy(nn.Module):
         49.8-50.6 % on ``a``); the estimates of ``log Z_i / Z_0`` are -4.11 and -1.09 against
         the exact -4.10 and -1.10.
         """
-        if self.score_only:
-            raise CompileError(self._no_energy)
-        if self.semantics == "logic":
+        p = self.program
+        if p.no_energy is not None:
+            raise CompileError(p.no_energy)
+        if not p.semantics.linear:
             raise CompileError("calibrate applies to the product and guidance semantics")
-        if not self._disjuncts:
-            raise CompileError(f"`{self.expr}` has no OR to calibrate")
-        if self._library_base is None:
+        if not p.disjuncts:
+            raise CompileError(f"`{p.expr}` has no OR to calibrate")
+        if p.library_base is None:
             raise CompileError("calibrate needs a base energy E_0: the base samples come from "
                                "exp(-E_0)")
-        if self._library_base.kind == "score":
-            raise CompileError(check_scores(self.expr, self.semantics, [], self._library_base,
-                                            False))
-        known = {text for text, _ in self._disjuncts}
+        if p.library_base.kind == "score":
+            raise CompileError(check_scores(p.expr, p.semantics.name, [], p.library_base, False))
+        known = {text for text, _ in p.disjuncts}
         if proportions is not None and set(proportions) - known:
             raise CompileError(f"proportions name {sorted(set(proportions) - known)}, which are "
                                f"not disjuncts; disjuncts: {', '.join(sorted(known))}")
         sigma = self._sigma(None, base_samples)
         v, e0 = self._values(base_samples, sigma, self._regime(None, sigma))
         if e0 is None:  # the plan itself does not use E_0
-            base = self._library_base
+            base = p.library_base
             e0 = evaluate_head(base, base_samples, as_sigma(None, base_samples)
                                if base.sigma_aware else None)
         n = base_samples.shape[0]
         self.log_partition_ratios: dict[str, float] = {}
         weights = {}
-        for text, slot in self._disjuncts:
-            d = v[slot] if self.semantics == "guidance" else v[slot] - e0
-            if self.semantics == "guidance" and self.guidance_scale != 1.0:
-                d = d * self.guidance_scale  # the disjunct's energy is E_0 + w D_i
+        for text, slot in p.disjuncts:
+            d = p.semantics.disjunct_excess(v[slot], e0, p.guidance_scale)
             log_z = float(torch.logsumexp(-d.double(), dim=0) - math.log(n))
             self.log_partition_ratios[text] = log_z
             share = 1.0 if proportions is None else proportions.get(text, 0.0)
@@ -446,7 +352,7 @@ class ComposedEnergy(nn.Module):
         """The semantics in force, the normal form, the leaves (what computes each, which share
         a batched call, which take ``sigma`` or give only a score) and the formula, as text.
         """
-        return describe(self)
+        return describe(self.program)
 
 
 def _range_text(bounds: tuple[float, float]) -> str:

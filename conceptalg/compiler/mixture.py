@@ -162,4 +162,6 @@ class MixtureEnergy(nn.Module):
     def explain(self) -> str:
         """The semantics, the disjunctive normal form, the method (a disjunct per chain, under
         equal partition functions), the leaves, and each branch's weight and formula."""
-        return describe_mixture(self)
+        return describe_mixture(self.expr, self.normal_form, self.reason, self.leaves,
+                                [branch.program for branch in self.branches],
+                                self.branch_weights)

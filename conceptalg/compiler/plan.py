@@ -7,14 +7,17 @@ Slots ``0 .. n_leaves − 1`` hold the leaf values (filled by the model calls, s
 - :class:`_SoftMin` ``−τ · logsumexp_i(ℓ_i − v[i] / τ)``: product/guidance Or;
 - :class:`_LogAnd` / :class:`_LogOr`: log-probabilities of logic's And and (noisy-or) Or.
 
-:class:`_Planner` builds the list once, at construction, sharing equal subtrees; the ops only
-run tensors.
+:func:`plan` builds the list (a :class:`Plan`), sharing equal subtrees; it is pure and cached
+by its arguments (the normal form, the leaf slots, the OR temperature and log-weights), and the
+ops are frozen records that only run tensors.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -22,7 +25,7 @@ from torch import Tensor
 from ..expr import Concept
 from .normalize import _NAnd, _Term, _to_expr
 
-__all__ = ["log1mexp"]
+__all__ = ["log1mexp", "plan", "Plan", "linear_form"]
 
 _LN2 = math.log(2.0)
 
@@ -42,16 +45,32 @@ def log1mexp(u: Tensor) -> Tensor:
     return torch.where(small, far, near)
 
 
+def _op(cls):
+    """An op is a frozen record (compared and hashed by value, shown by its fields)."""
+    return dataclass(frozen=True, slots=True, init=False)(cls)
+
+
+def _freeze(op: Any, **fields: Any) -> None:
+    for name, value in fields.items():
+        object.__setattr__(op, name, value)
+
+
+@_op
 class _Lin:
     """``out = Σ c_i · v[i]`` (+ the anchor ``E_0`` when ``anchor``); ``negs[i]`` marks the
     inputs that are negated terms, whose coefficients a call may scale by ``g`` (a number or a
     ``[B]`` tensor: guidance's ``negation_scale``, gated by ``negation_sigmas``)."""
 
-    __slots__ = ("out", "ins", "coefs", "anchor", "negs")
+    out: int
+    ins: tuple
+    coefs: tuple
+    anchor: bool
+    negs: tuple
 
     def __init__(self, out, ins, coefs, anchor, negs=None):
-        self.out, self.ins, self.coefs, self.anchor = out, tuple(ins), tuple(coefs), anchor
-        self.negs = tuple(bool(n) for n in negs) if negs is not None else (False,) * len(self.ins)
+        ins = tuple(ins)
+        negs = tuple(bool(n) for n in negs) if negs is not None else (False,) * len(ins)
+        _freeze(self, out=out, ins=ins, coefs=tuple(coefs), anchor=anchor, negs=negs)
 
     def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
         if g is not None and any(self.negs):
@@ -68,13 +87,17 @@ class _Lin:
         v[self.out] = acc
 
 
+@_op
 class _SoftMin:
     """``out = −τ · logsumexp_i(ℓ_i − v[i] / τ)``."""
 
-    __slots__ = ("out", "ins", "tau", "log_weights")
+    out: int
+    ins: tuple
+    tau: float
+    log_weights: tuple
 
     def __init__(self, out, ins, tau, log_weights):
-        self.out, self.ins, self.tau, self.log_weights = out, tuple(ins), tau, tuple(log_weights)
+        _freeze(self, out=out, ins=tuple(ins), tau=tau, log_weights=tuple(log_weights))
 
     def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
         cols = []
@@ -85,13 +108,17 @@ class _SoftMin:
         v[self.out] = -out if self.tau == 1.0 else out * (-self.tau)
 
 
+@_op
 class _LogAnd:
     """``out = Σ w_i · (v[i] or log1mexp(v[i]))``: log P of a conjunction of terms."""
 
-    __slots__ = ("out", "ins", "weights", "negs")
+    out: int
+    ins: tuple
+    weights: tuple
+    negs: tuple
 
     def __init__(self, out, ins, weights, negs):
-        self.out, self.ins, self.weights, self.negs = out, tuple(ins), tuple(weights), tuple(negs)
+        _freeze(self, out=out, ins=tuple(ins), weights=tuple(weights), negs=tuple(negs))
 
     def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
         acc = None
@@ -100,13 +127,17 @@ class _LogAnd:
         v[self.out] = acc
 
 
+@_op
 class _LogOr:
     """``out = log1mexp(Σ log1mexp(term_i))``: log P of a (noisy-or) disjunction of terms."""
 
-    __slots__ = ("out", "ins", "weights", "negs")
+    out: int
+    ins: tuple
+    weights: tuple
+    negs: tuple
 
     def __init__(self, out, ins, weights, negs):
-        self.out, self.ins, self.weights, self.negs = out, tuple(ins), tuple(weights), tuple(negs)
+        _freeze(self, out=out, ins=tuple(ins), weights=tuple(weights), negs=tuple(negs))
 
     def __call__(self, v: list, e0: Tensor | None, g: Any = None) -> None:
         acc = None
@@ -122,13 +153,53 @@ def _log_terms(v, ins, weights, negs):
         yield t if w == 1.0 else t * w
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The normal form lowered to ops: ``ops`` over ``n_slots`` value slots (the leaves first),
+    the ``root`` slot, each ``E_0`` anchor the plan adds as ``(term text, why)``, every OR child
+    as ``(text, slot)`` (``disjuncts``) with its log-weight (``disjunct_log_weights``, as
+    ``explain`` shows them; read-only), and the OR log-weight terms it used
+    (``used_weights``)."""
+
+    ops: tuple
+    n_slots: int
+    root: int
+    anchored: tuple
+    disjuncts: tuple
+    disjunct_log_weights: Mapping[str, float] = field(compare=False)
+    used_weights: frozenset
+
+
+@functools.lru_cache(maxsize=512)
+def plan(nf: _Term, leaf_slots: tuple, linear: bool, tau: float, log_weights: tuple) -> Plan:
+    """Lower the normal form ``nf`` to a :class:`Plan` (pure and cached: every argument is a
+    value). ``leaf_slots`` pairs each concept with its leaf's slot, ``linear`` chooses linear
+    ops and soft-mins (product, guidance) or log-probabilities (logic), ``tau`` is the OR
+    temperature and ``log_weights`` pairs OR children (normal-form terms) with log-weights.
+
+    Example:
+        >>> from conceptalg import parse
+        >>> from conceptalg.compiler.normalize import _normal_form
+        >>> a, b = parse("a"), parse("b")
+        >>> plan(_normal_form(parse("a & ~b"), True), ((a, 0), (b, 1)), True, 1.0, ()).ops
+        (_Lin(out=2, ins=(0, 1), coefs=(1.0, -1.0), anchor=False, negs=(False, True)),)
+    """
+    slots = dict(leaf_slots)
+    planner = _Planner(slots.__getitem__, len(set(slots.values())), linear, tau,
+                       dict(log_weights))
+    root = planner.root(nf)
+    return Plan(tuple(planner.ops), planner.n, root, tuple(planner.anchored),
+                tuple(planner.disjuncts), dict(planner.disjunct_log_weights),
+                frozenset(planner.used_weights))
+
+
 class _Planner:
     """Lowers the normal form to ops over value slots (leaves first), sharing equal subtrees."""
 
-    def __init__(self, leaf_slot: Callable[[Concept], int], n_leaves: int, semantics: str,
+    def __init__(self, leaf_slot: Callable[[Concept], int], n_leaves: int, linear: bool,
                  tau: float, log_weights: dict):
         self.leaf_slot, self.n = leaf_slot, n_leaves
-        self.logic = semantics == "logic"
+        self.logic = not linear
         self.tau, self.log_weights, self.used_weights = tau, log_weights, set()
         self.ops: list = []
         self.memo: dict = {}
@@ -204,7 +275,7 @@ class _Planner:
 
 
 
-def linear_form(ops: list, leaf_forms: list[Tensor], n_slots: int, root: int,
+def linear_form(ops: Sequence, leaf_forms: list[Tensor], n_slots: int, root: int,
                 anchor: Tensor | None, g: float | None = None) -> Tensor | None:
     """The root's coefficients over the atoms (each leaf's quantity and ``E_0``) when every op is
     linear, else ``None``: the same ops, run once on coefficient vectors instead of values.

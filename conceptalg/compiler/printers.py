@@ -1,22 +1,19 @@
-"""Printers for humans: the text of :meth:`ComposedEnergy.explain` (leaves and formula).
+"""Printers for humans: the text of ``explain()`` (leaves and formula).
 
-Reads the normal form and the plan of a :class:`~conceptalg.compiler.energy.ComposedEnergy`
-(which calls :func:`describe`) and the branches of a
-:class:`~conceptalg.compiler.mixture.MixtureEnergy` (:func:`describe_mixture`); this module
-imports neither, and nothing here is used to compute energies.
+Reads compiled programs (:class:`~conceptalg.compiler.program.Program`): one for
+:meth:`ComposedEnergy.explain` (:func:`describe`), one per branch for
+:meth:`MixtureEnergy.explain` (:func:`describe_mixture`). It imports neither module that runs
+them, and nothing here is used to compute energies.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Sequence
 
-from ..expr import Concept, format_number
-from .normalize import _NAnd, _NOr, _Term, _normal_form
-from .plan import _LogOr, _SoftMin
-
-if TYPE_CHECKING:
-    from .energy import ComposedEnergy
-    from .mixture import MixtureEnergy
+from ..expr import Concept, Expr, format_number
+from .normalize import _NAnd, _NOr, _Term
+from .plan import _LogOr
+from .program import Program
 
 __all__ = ["describe", "describe_mixture"]
 
@@ -78,23 +75,39 @@ def _fmt_prob(node: Any) -> str:
     return "1 - " + "*".join(f"(1 - {_fmt_prob(t)})" for t in node.terms)
 
 
-def _formula(energy: ComposedEnergy) -> list[str]:
-    nf = _normal_form(energy.expr, energy.semantics != "logic")
-    if energy.semantics == "logic":
-        return ["E = E_0 - log P   (computed in log space; log(1 - P) = log1mexp(log P))",
-                f"P = {_fmt_prob(nf.body if _is_plain(nf) else nf)}",
-                "P[c] = p(c|x), a classifier head"]
-    lw = energy._log_weights
-    if energy.semantics == "guidance":
-        w = energy.guidance_scale
-        scaled = "D" if w == 1.0 else f"{_num(w)}*D"
-        lines = [f"E = E_0 + {scaled},  D[c] = E[c] - E_0", f"D = {_fmt_linear(nf, 'D', '', lw)}"]
-        if energy._negation_gated:
-            lines.append(_negation_line(energy))
-    else:
-        lines = [f"E = {_fmt_linear(nf, 'E', 'E_0', lw)}"]
-    if any(isinstance(op, _SoftMin) for op in energy._ops):
-        tau = energy.or_temperature
+def _product_formula(program: Program) -> list[str]:
+    return [f"E = {_fmt_linear(program.nf, 'E', 'E_0', program.log_weights)}"]
+
+
+def _guidance_formula(program: Program) -> list[str]:
+    w = program.guidance_scale
+    scaled = "D" if w == 1.0 else f"{_num(w)}*D"
+    lines = [f"E = E_0 + {scaled},  D[c] = E[c] - E_0",
+             f"D = {_fmt_linear(program.nf, 'D', '', program.log_weights)}"]
+    if program.negation_gated:
+        lines.append(_negation_line(program))
+    return lines
+
+
+def _logic_formula(program: Program) -> list[str]:
+    nf = program.nf
+    return ["E = E_0 - log P   (computed in log space; log(1 - P) = log1mexp(log P))",
+            f"P = {_fmt_prob(nf.body if _is_plain(nf) else nf)}",
+            "P[c] = p(c|x), a classifier head"]
+
+
+#: the formula's first lines, by semantics
+_FORMULAS = {"product": _product_formula, "guidance": _guidance_formula,
+             "logic": _logic_formula}
+
+
+def _formula(program: Program) -> list[str]:
+    lines = _FORMULAS[program.semantics.name](program)
+    if not program.semantics.linear:
+        return lines
+    lw = program.log_weights
+    if program.has_or:
+        tau = program.or_temperature
         scaled = "e_i" if tau == 1.0 else f"e_i/{_num(tau)}"
         outer = "-" if tau == 1.0 else f"-{_num(tau)}*"
         if lw:
@@ -102,7 +115,7 @@ def _formula(energy: ComposedEnergy) -> list[str]:
                          f"   (l_i: OR log-weights)")
         else:
             lines.append(f"softmin(e_1, ..., e_k) = {outer}logsumexp_i(-{scaled})")
-    if energy.score_only:
+    if program.score_only:
         lines.append("score only: E has no values here; ComposedEnergy.score gives -grad_x E")
     return lines
 
@@ -112,9 +125,9 @@ def _sigma_range(bounds: tuple[float, float]) -> str:
     return f"{_num(lo)} <= σ" + ("" if hi == float("inf") else f" <= {_num(hi)}")
 
 
-def _negation_line(energy: Any) -> str:
+def _negation_line(program: Program) -> str:
     """How guidance's negated terms are weighted, and at which noise levels they count."""
-    nu, bounds = energy.negation_scale, energy.negation_sigmas
+    nu, bounds = program.negation_scale, program.negation_sigmas
     parts = []
     if nu != 1.0:
         parts.append(f"weight x {_num(nu)} (negation_scale)")
@@ -136,19 +149,20 @@ def _view(head: Any) -> str | None:
     return view if isinstance(view, str) and view != "identity" else None
 
 
-def _semantics_line(energy: Any) -> str:
+def _semantics_line(program: Program) -> str:
     notes = []
-    if energy.semantics_from_library:
+    if program.semantics_from_library:
         notes.append("the library's default")
-    if energy.guidance_scale is not None:
-        notes.append(f"guidance scale {_num(energy.guidance_scale)}")
-    if getattr(energy, "negation_scale", None) not in (None, 1.0):
-        notes.append(f"negation scale {_num(energy.negation_scale)}")
-    if getattr(energy, "negation_sigmas", None) is not None:
-        notes.append(f"negations at {_sigma_range(energy.negation_sigmas)}")
-    if energy.or_temperature != 1.0:
-        notes.append(f"or_temperature {_num(energy.or_temperature)}")
-    return f"semantics:   {energy.semantics}" + (f" ({'; '.join(notes)})" if notes else "")
+    if program.guidance_scale is not None:
+        notes.append(f"guidance scale {_num(program.guidance_scale)}")
+    if program.negation_scale not in (None, 1.0):
+        notes.append(f"negation scale {_num(program.negation_scale)}")
+    if program.negation_sigmas is not None:
+        notes.append(f"negations at {_sigma_range(program.negation_sigmas)}")
+    if program.or_temperature != 1.0:
+        notes.append(f"or_temperature {_num(program.or_temperature)}")
+    return (f"semantics:   {program.semantics.name}"
+            + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def _leaf_lines(rows: list, sizes: dict) -> list[str]:
@@ -177,23 +191,23 @@ def _leaf_lines(rows: list, sizes: dict) -> list[str]:
     return lines
 
 
-def _leaf_rows(energy: ComposedEnergy) -> list:
-    rows = [(leaf.text, leaf.head) for leaf in energy._leaves]
-    if energy._base is not None:
-        rows.append(("E_0", energy._base))
+def _leaf_rows(program: Program) -> list:
+    rows = [(leaf.text, leaf.head) for leaf in program.leaves]
+    if program.base is not None:
+        rows.append(("E_0", program.base))
     return rows
 
 
-def _or_method(energy: ComposedEnergy) -> list[str]:
+def _or_method(program: Program) -> list[str]:
     """How the ORs of a single energy are computed, and their weights."""
-    if energy.semantics == "logic":
-        if not any(isinstance(op, _LogOr) for op in energy._ops):
+    if not program.semantics.linear:
+        if not any(isinstance(op, _LogOr) for op in program.ops):
             return []
         return ["OR method:   exact noisy-or of probabilities, "
                 "P(a | b) = 1 - (1 - P(a))(1 - P(b)) (no branch weights)"]
-    if not energy._disjuncts:
+    if not program.disjuncts:
         return []
-    tau = energy.or_temperature
+    tau = program.or_temperature
     if tau == 1.0:
         mass = ["disjunct i carries mass ∝ exp(l_i)·Z_i, Z_i = ∫exp(-E_i) not assumed equal",
                 "(calibrate() estimates them)"]
@@ -202,55 +216,70 @@ def _or_method(energy: ComposedEnergy) -> list[str]:
     lines = [f"OR method:   exact -τ logsumexp of energies (τ = {_num(tau)})",
              *(f"             {line}" for line in mass),
              "OR weights (l_i, the log-weight of disjunct i):"]
-    rows = energy._disjunct_log_weights
+    rows = program.disjunct_log_weights
     width = max(len(_num(v)) for v in rows.values())
     lines.extend(f"  l = {_num(v):<{width}}  {text}" for text, v in rows.items())
     return lines
 
 
-def describe(energy: ComposedEnergy) -> str:
+def describe(program: Program) -> str:
     """The text of :meth:`ComposedEnergy.explain`: expression, the semantics in force, normal
     form, the leaves (what computes each, which share a batched call, which take ``sigma`` or
-    give only a score), the formula and, for an OR, the method and its weights."""
-    lines = [f"expression:  {energy.expr}", _semantics_line(energy),
-             f"normal form: {energy.normal_form}",
-             f"leaves ({len(energy._leaves)}, evaluated in {len(energy._calls)} "
-             f"call{'s' if len(energy._calls) != 1 else ''}):"]
-    sizes = {(id(c.source), c.method): len(c.heads) for c in energy._calls if c.batched}
-    lines.extend(_leaf_lines(_leaf_rows(energy), sizes))
+    give only a score), the formula and, for an OR, the method and its weights.
+
+    Example:
+        >>> from conceptalg.compiler.program import compile_program
+        >>> print(describe(compile_program("2 * a", {"a": abs})))
+        expression:  2 * a
+        semantics:   product
+        normal form: 2 * a
+        leaves (1, evaluated in 1 call):
+          a  function abs
+        formula:
+          E = 2*E[a]
+    """
+    calls = program.calls
+    lines = [f"expression:  {program.expr}", _semantics_line(program),
+             f"normal form: {program.normal_form}",
+             f"leaves ({len(program.leaves)}, evaluated in {len(calls)} "
+             f"call{'s' if len(calls) != 1 else ''}):"]
+    sizes = {(id(c.source), c.method): len(c.heads) for c in calls if c.batched}
+    lines.extend(_leaf_lines(_leaf_rows(program), sizes))
     lines.append("formula:")
-    lines.extend("  " + line for line in _formula(energy))
-    lines.extend(_or_method(energy))
+    lines.extend("  " + line for line in _formula(program))
+    lines.extend(_or_method(program))
     return "\n".join(lines)
 
 
-def describe_mixture(mixture: MixtureEnergy) -> str:
+def describe_mixture(expr: Expr, normal_form: Expr, reason: str, leaves: Sequence[str],
+                     branches: Sequence[Program], weights: Sequence[float]) -> str:
     """The text of :meth:`MixtureEnergy.explain`: expression, semantics, the disjunctive normal
-    form, the method and its assumption, the leaves of all branches and each branch's weight
-    and formula."""
-    k = len(mixture.branches)
-    lines = [f"expression:  {mixture.expr}", _semantics_line(mixture),
-             f"normal form: {mixture.normal_form}   (disjunctive: {k} branch"
+    form, the method and its assumption, the leaves of all branches (``leaves``, in order) and
+    each branch's weight and formula. The branches share the mixture's settings, so the first
+    one's give the semantics line; ``reason`` names the head that gives only a score."""
+    k = len(branches)
+    lines = [f"expression:  {expr}", _semantics_line(branches[0]),
+             f"normal form: {normal_form}   (disjunctive: {k} branch"
              f"{'es' if k != 1 else ''})",
              "OR method:   mixture: a disjunct per chain, under equal partition functions",
-             f"             ({mixture.reason} has only a score: the exact -logsumexp of "
+             f"             ({reason} has only a score: the exact -logsumexp of "
              f"energies is out of reach)",
              "             a chain draws branch n with weight c_n / Σ_m c_m (c_n: exp of its OR",
              "             log-weights times its multinomial count) and runs on branch n's energy"]
     rows: dict = {}
     sizes: dict = {}
-    for branch in mixture.branches:
+    for branch in branches:
         for text, head in _leaf_rows(branch):
             rows.setdefault(text, head)
-        sizes.update({(id(c.source), c.method): len(c.heads) for c in branch._calls
+        sizes.update({(id(c.source), c.method): len(c.heads) for c in branch.calls
                       if c.batched})
-    order = {text: i for i, text in enumerate((*mixture.leaves, "E_0"))}
+    order = {text: i for i, text in enumerate((*leaves, "E_0"))}
     rows = sorted(rows.items(), key=lambda r: order.get(r[0], len(order)))
-    lines.append(f"leaves ({len(mixture.leaves)}):")
+    lines.append(f"leaves ({len(leaves)}):")
     lines.extend(_leaf_lines(rows, sizes))
     lines.append(f"branches ({k}):")
-    width = max(len(f"{w:.4g}") for w in mixture.branch_weights)
-    for n, (branch, w) in enumerate(zip(mixture.branches, mixture.branch_weights), 1):
+    width = max(len(f"{w:.4g}") for w in weights)
+    for n, (branch, w) in enumerate(zip(branches, weights), 1):
         lines.append(f"  {n}. weight {w:<{width}.4g}  {branch.expr}")
         lines.extend(f"       {line}" for line in _formula(branch)
                      if not line.startswith("score only"))
