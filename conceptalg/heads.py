@@ -89,11 +89,13 @@ class ConceptScoreModel(Protocol):
 
 
 def accepts_sigma(fn: Any) -> bool:
-    """True when ``fn`` takes the noise level as a keyword argument ``sigma`` (it is σ-aware).
+    """True when ``fn`` takes the noise level as a keyword argument ``sigma`` (it is σ-aware):
+    the one rule for heads, energies and samplers.
 
-    Decided from the signature: a parameter named ``sigma`` that can be passed by keyword (for
-    an ``nn.Module``, its ``forward``). Callables without a signature (some builtins) are
-    σ-unaware.
+    Decided from the signature: a parameter named ``sigma`` that can be passed by keyword (a
+    bare ``**kwargs`` does not count) — of ``fn`` itself or, for an object with a ``forward``
+    (an ``nn.Module``), of its ``forward``; for a score-only energy (``score_only = True``), of
+    its ``score``. Callables without a signature (some builtins) are σ-unaware.
 
     Example:
         >>> accepts_sigma(lambda x, sigma=None: x), accepts_sigma(lambda x: x), accepts_sigma(abs)
@@ -101,6 +103,8 @@ def accepts_sigma(fn: Any) -> bool:
     """
     if fn is None:
         return False
+    if getattr(fn, "score_only", False) is True:
+        fn = getattr(fn, "score", None)
     targets = [fn]
     forward = getattr(fn, "forward", None)
     if callable(forward) and not (inspect.isfunction(fn) or inspect.ismethod(fn)):

@@ -210,69 +210,75 @@ def reference_energy(expr: Expr | str, energies: Mapping[str, np.ndarray],
     tau = float(or_temperature)
     if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"or_temperature must be finite and > 0, got {or_temperature!r}")
-    if isinstance(expr, str):
-        from ..syntax import parse
-        expr = parse(expr)
+    expr = _parse(expr)
     table = log_probs if semantics == "logic" else energies
     if table is None:
         raise ValueError("semantics='logic' needs log_probs (log P(c|x) per concept)")
+    oracle = _Oracle(expr, table, base, tau)
+    root = _normal(expr, linear=semantics != "logic")
+    if semantics == "product":
+        return oracle.p_term(root)
+    if semantics == "guidance":
+        w, s, b = root
+        return oracle.e0() + w * s * oracle.g_body(b)
+    return oracle.e0() - oracle.l_term(root)
 
-    def leaf(c: Concept) -> np.ndarray:
+
+class _Oracle:
+    """The three semantics of docs/design.md §4 read literally, over per-concept arrays:
+    ``p_*`` energies under product, ``g_*`` ``D = E − E_0`` under guidance, ``l_*`` log P under
+    logic, each of a body (a concept, or an And/Or of ``(w, sign, body)`` terms) or a term."""
+
+    def __init__(self, expr: Expr, table: Mapping[str, np.ndarray], base: np.ndarray | None,
+                 tau: float) -> None:
+        self.expr, self.table, self.base, self.tau = expr, table, base, tau
+
+    def leaf(self, c: Concept) -> np.ndarray:
         if c.is_parametric:
             raise UnknownConceptError(f"parametric concept {c} is not supported here")
         try:
-            return np.asarray(table[c.key], dtype=np.float64)
+            return np.asarray(self.table[c.key], dtype=np.float64)
         except KeyError:
             raise UnknownConceptError(f"unknown concept {c.key!r}; known: "
-                                      f"{', '.join(map(str, table))}") from None
+                                      f"{', '.join(map(str, self.table))}") from None
 
-    def e0() -> np.ndarray:
-        if base is None:
-            raise CompileError(f"{expr} needs a base energy E_0: anchor the negation "
+    def e0(self) -> np.ndarray:
+        if self.base is None:
+            raise CompileError(f"{self.expr} needs a base energy E_0: anchor the negation "
                                "(`x & ~a`), or give a base")
-        return np.asarray(base, dtype=np.float64)
+        return np.asarray(self.base, dtype=np.float64)
 
-    # product: energies of bodies and of terms
-    def p_body(b):
+    def p_body(self, b):
         if isinstance(b, Concept):
-            return leaf(b)
+            return self.leaf(b)
         if b.op == "and":
-            total = sum(w * s * p_body(cb) for w, s, cb in b.terms)
-            return total + e0() if all(s < 0 for _, s, _ in b.terms) else total
-        return -tau * _logsumexp([-p_term(t) / tau for t in b.terms])
+            total = sum(w * s * self.p_body(cb) for w, s, cb in b.terms)
+            return total + self.e0() if all(s < 0 for _, s, _ in b.terms) else total
+        return -self.tau * _logsumexp([-self.p_term(t) / self.tau for t in b.terms])
 
-    def p_term(t):
+    def p_term(self, t):
         w, s, b = t
-        return w * p_body(b) if s > 0 else e0() - w * p_body(b)
+        return w * self.p_body(b) if s > 0 else self.e0() - w * self.p_body(b)
 
-    # guidance: D = E − E_0 of bodies and terms
-    def g_body(b):
+    def g_body(self, b):
         if isinstance(b, Concept):
-            return leaf(b) - e0()
+            return self.leaf(b) - self.e0()
         if b.op == "and":
-            return sum(w * s * g_body(cb) for w, s, cb in b.terms)
-        return -tau * _logsumexp([-(w * s * g_body(cb)) / tau for w, s, cb in b.terms])
+            return sum(w * s * self.g_body(cb) for w, s, cb in b.terms)
+        return -self.tau * _logsumexp([-(w * s * self.g_body(cb)) / self.tau
+                                       for w, s, cb in b.terms])
 
-    # logic: log P of bodies and terms
-    def l_body(b):
+    def l_body(self, b):
         if isinstance(b, Concept):
-            return leaf(b)
+            return self.leaf(b)
         if b.op == "and":
-            return sum(l_term(t) for t in b.terms)
-        return _log1mexp(sum(_log1mexp(l_term(t)) for t in b.terms))
+            return sum(self.l_term(t) for t in b.terms)
+        return _log1mexp(sum(_log1mexp(self.l_term(t)) for t in b.terms))
 
-    def l_term(t):
+    def l_term(self, t):
         w, s, b = t
-        lp = l_body(b)
+        lp = self.l_body(b)
         return w * (lp if s > 0 else _log1mexp(lp))
-
-    root = _normal(expr, linear=semantics != "logic")
-    if semantics == "product":
-        return p_term(root)
-    if semantics == "guidance":
-        w, s, b = root
-        return e0() + w * s * g_body(b)
-    return e0() - l_term(root)
 
 
 def _parse(expr: Expr | str) -> Expr:

@@ -16,15 +16,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .config import ModelConfig
 from .views import build_view_trunk, view_name
-
-if TYPE_CHECKING:
-    from .model import ModelConfig
 
 __all__ = ["build_view_trunks", "group_by_view", "trunk_key", "ungroup"]
 

@@ -31,14 +31,14 @@ no clamp for ULA, no rejection for the MH kernels); ``sample`` clamps the return
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..edm import karras_sigmas
+from ..heads import accepts_sigma  # noqa: F401 (one rule, re-exported here for samplers)
 from .base import is_score_only
 from .loop import RunResult, Shard, run
 
@@ -76,30 +76,6 @@ def check_sigmas(sigmas: Any) -> tuple[float, ...]:
                              f"sigmas[{i}] = {s!r} > sigmas[{i - 1}] = {levels[-1]!r}")
         levels.append(float(s))
     return tuple(levels)
-
-
-def accepts_sigma(energy: Any) -> bool:
-    """Whether ``energy(x, sigma=s)`` is supported: its ``forward`` (an ``nn.Module``), its
-    ``score`` (a score-only energy) or the callable itself has a parameter ``sigma`` that can be
-    passed by keyword (a bare ``**kwargs`` does not count).
-
-    Example:
-        >>> accepts_sigma(lambda x, sigma=None: x.sum(1)), accepts_sigma(lambda x: x.sum(1))
-        (True, False)
-    """
-    if is_score_only(energy):
-        target = getattr(energy, "score", None)
-    elif isinstance(energy, nn.Module):
-        target = energy.forward
-    else:
-        target = energy
-    try:
-        parameters = inspect.signature(target).parameters
-    except (TypeError, ValueError):                      # builtins without a signature
-        return False
-    p = parameters.get("sigma")
-    return p is not None and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        inspect.Parameter.KEYWORD_ONLY)
 
 
 class AtLevel:

@@ -138,52 +138,13 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
     chunks = _chunks(x0.shape[0], batch_size)
     schedule = temperature if temperature.dim() == 1 else None
     t0 = temperature if schedule is None else schedule[0]
-    state = _init(kernel, x0, step_size, t0, chunks)
-    resets = 0
-
-    def check(state, acc: Tensor, step: int, last: bool) -> tuple[Any, int]:
-        """Read the accumulated probes; raise, or restart the chains found non-finite."""
-        if shard is not None:   # every process decides on all chains, so all act alike
-            acc = shard.gather(acc)
-        bad = ~torch.isfinite(acc)
-        if not bool(bad.any()):                                         # the host sync
-            return state, 0
-        count = int(bad.sum())
-        if on_nonfinite == "raise" or (last and final):
-            raise SamplerError(_message(count, n, step, check_every, on_nonfinite, steps))
-        index = bad.nonzero().squeeze(1)
-        x_new = fresh(index)                    # drawn for every bad chain, in every process
-        if shard is not None:
-            mine = (index >= shard.start) & (index < shard.stop)
-            index, x_new = index[mine] - shard.start, x_new[mine]
-            if index.numel() == 0:
-                return state, count
-        new = _init(kernel, x_new, state.step_size[index], state.temperature, None)
-        return type(state)(*(f if f.dim() == 0 else f.index_copy(0, index, g)
-                             for f, g in zip(state, new))), count
-
-    for _ in range(10):                    # a bad start is re-drawn in "reset" mode
-        state, count = check(state, kernel.probe(state).double(), 0, False)
-        resets += count
-        if count == 0:
-            break
-    else:
-        raise SamplerError(f"chains still start non-finite after 10 re-draws of fresh noise "
-                           f"(step 0, {count} of {n} chains); check the energy")
+    checks = _Checks(kernel, n, fresh, on_nonfinite, final, check_every, steps, shard)
+    state, resets = checks.start(_init(kernel, x0, step_size, t0, chunks))
 
     acc = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
     adapting = target_accept is not None and warmup > 0
     adapter = warmup_init(state.step_size, target_accept, warmup) if adapting else None
-    kept = (steps - warmup) // thin
-    has_accept = has_grad = False
-    accepted = trace = grad_trace = None
-    k = x0.shape[0]                                                     # this process's chains
-    if record:
-        trace = torch.empty(kept, k, dtype=state.energy.dtype, device=x0.device)
-        has_grad = hasattr(state, "grad")
-        grad_trace = torch.empty(kept, k, dtype=state.energy.dtype, device=x0.device) \
-            if has_grad else None
-
+    traces = _Traces(state, (steps - warmup) // thin, thin) if record else None
     for t in range(steps):
         if schedule is not None:
             state = state._replace(temperature=schedule[t])
@@ -193,30 +154,100 @@ def run(kernel: Kernel, x0: Tensor, *, steps: int, warmup: int, step_size: Tenso
             prob = torch.exp(torch.clamp(info.log_accept_ratio, max=0.0)).nan_to_num_(0.0)
             adapter, eps = warmup_update(adapter, prob)
             state = state._replace(step_size=eps.to(state.step_size.dtype))
-        if record and t >= warmup:
-            if t == warmup and hasattr(info, "is_accepted"):
-                has_accept = True
-                accepted = torch.zeros(k, dtype=torch.int64, device=x0.device)
-            if has_accept:
-                accepted += info.is_accepted
-            m = t - warmup + 1
-            if m % thin == 0:
-                trace[m // thin - 1] = state.energy
-                if has_grad:
-                    grad_trace[m // thin - 1] = per_chain_sum(state.grad.square()).sqrt()
+        if traces is not None and t >= warmup:
+            traces.add(t - warmup, state, info)
         if (t + 1) % check_every == 0 or t + 1 == steps:
-            state, count = check(state, acc, t + 1, t + 1 == steps)
+            state, count = checks(state, acc, t + 1, t + 1 == steps)
             resets += count
             acc.zero_()
         if progress is not None:
             progress.update(1)
     if shard is not None:
         state = type(state)(*(f if f.dim() == 0 else shard.gather(f) for f in state))
-        accepted = None if accepted is None else shard.gather(accepted)
-        trace = None if trace is None else shard.gather(trace.T).T.contiguous()
-        grad_trace = None if grad_trace is None else \
-            shard.gather(grad_trace.T).T.contiguous()
-    return RunResult(state, accepted, trace, grad_trace, resets)
+    kept = (None, None, None) if traces is None else traces.gathered(shard)
+    return RunResult(state, *kept, resets)
+
+
+class _Checks:
+    """The finiteness checks of a run: read the accumulated probes, then raise, or restart the
+    chains found non-finite from ``fresh`` noise (module docstring)."""
+
+    def __init__(self, kernel: Kernel, n: int, fresh: Callable[[Tensor], Tensor],
+                 on_nonfinite: str, final: bool, every: int, steps: int,
+                 shard: Optional[Shard]) -> None:
+        self.kernel, self.n, self.fresh, self.shard = kernel, n, fresh, shard
+        self.on_nonfinite, self.final, self.every, self.steps = on_nonfinite, final, every, steps
+
+    def start(self, state) -> tuple[Any, int]:
+        """The initial state with its non-finite chains re-drawn (at most 10 times in
+        ``"reset"`` mode), and the number of restarts."""
+        resets = 0
+        for _ in range(10):
+            state, count = self(state, self.kernel.probe(state).double(), 0, False)
+            resets += count
+            if count == 0:
+                return state, resets
+        raise SamplerError(f"chains still start non-finite after 10 re-draws of fresh noise "
+                           f"(step 0, {count} of {self.n} chains); check the energy")
+
+    def __call__(self, state, acc: Tensor, step: int, last: bool) -> tuple[Any, int]:
+        """Read the accumulated probes ``acc``; raise, or restart the chains found non-finite."""
+        shard = self.shard
+        if shard is not None:   # every process decides on all chains, so all act alike
+            acc = shard.gather(acc)
+        bad = ~torch.isfinite(acc)
+        if not bool(bad.any()):                                         # the host sync
+            return state, 0
+        count = int(bad.sum())
+        if self.on_nonfinite == "raise" or (last and self.final):
+            raise SamplerError(_message(count, self.n, step, self.every, self.on_nonfinite,
+                                        self.steps))
+        index = bad.nonzero().squeeze(1)
+        x_new = self.fresh(index)               # drawn for every bad chain, in every process
+        if shard is not None:
+            mine = (index >= shard.start) & (index < shard.stop)
+            index, x_new = index[mine] - shard.start, x_new[mine]
+            if index.numel() == 0:
+                return state, count
+        new = _init(self.kernel, x_new, state.step_size[index], state.temperature, None)
+        return type(state)(*(f if f.dim() == 0 else f.index_copy(0, index, g)
+                             for f, g in zip(state, new))), count
+
+
+class _Traces:
+    """What a recording run keeps after warm-up: accept counts, and every ``thin``-th step's
+    energies and gradient norms (``[kept, k]`` for this process's ``k`` chains)."""
+
+    def __init__(self, state, kept: int, thin: int) -> None:
+        k, device, dtype = state.x.shape[0], state.x.device, state.energy.dtype
+        self.k, self.thin = k, thin
+        self.accepted: Optional[Tensor] = None
+        self.energy = torch.empty(kept, k, dtype=dtype, device=device)
+        self.has_grad = hasattr(state, "grad")
+        self.grad_norm = torch.empty(kept, k, dtype=dtype, device=device) \
+            if self.has_grad else None
+
+    def add(self, m: int, state, info) -> None:
+        """Step ``m`` after warm-up (0-based)."""
+        if m == 0 and hasattr(info, "is_accepted"):
+            self.accepted = torch.zeros(self.k, dtype=torch.int64, device=state.x.device)
+        if self.accepted is not None:
+            self.accepted += info.is_accepted
+        if (m + 1) % self.thin == 0:
+            self.energy[(m + 1) // self.thin - 1] = state.energy
+            if self.has_grad:
+                self.grad_norm[(m + 1) // self.thin - 1] = \
+                    per_chain_sum(state.grad.square()).sqrt()
+
+    def gathered(self, shard: Optional[Shard]) -> tuple:
+        """``(accepted, energy trace, gradient-norm trace)`` of all chains."""
+        accepted, trace, grad_trace = self.accepted, self.energy, self.grad_norm
+        if shard is not None:
+            accepted = None if accepted is None else shard.gather(accepted)
+            trace = shard.gather(trace.T).T.contiguous()
+            grad_trace = None if grad_trace is None else \
+                shard.gather(grad_trace.T).T.contiguous()
+        return accepted, trace, grad_trace
 
 
 def _message(count: int, n: int, step: int, every: int, mode: str, steps: int) -> str:
