@@ -426,6 +426,9 @@ def _check_node(value, where: str) -> Expr:
 # --- printing ------------------------------------------------------------------------------
 
 def _concept_text(c: Concept) -> str:
+    place = getattr(c, "place", None)  # a property of the object at a place (the compiler's)
+    if place is not None:
+        return f"{_concept_text(Concept(c.name, c.factor))}@{_concept_text(place)}"
     name = c.name
     if c.args is not None:
         return f"{name}({', '.join(format_number(a) for a in c.args)})"

@@ -113,6 +113,7 @@ class ConceptLibrary:
                  temperatures: Mapping[str, float] | None = None) -> None:
         self._heads: dict[tuple[str | None, str], Head] = {}
         self._base: Head | None = None
+        self._objects: dict[str, ConceptLibrary] = {}  # place -> its objects' properties
         factor_of: dict[str, list[str]] = {}
         for factor, values in (factors or {}).items():
             if isinstance(values, str):
@@ -241,6 +242,59 @@ class ConceptLibrary:
             self._insert(h)
         return self
 
+    def add_objects(self, place: str, model: ConceptEnergyModel,
+                    heads: Mapping[str, str]) -> "ConceptLibrary":
+        """Register what the object at the parametric concept ``place`` can be — the
+        properties a binding ``place(args)[body]`` asks about (docs/design.md §4): ``heads``
+        maps each property's key (``"color=red"``) to the name ``model.concept_energies``
+        receives for it, a ``log p(property | the object at the place)`` head evaluated at the
+        place's arguments (kind ``"log_prob"``). Returns the library.
+
+        Example:
+            >>> import torch
+            >>> class Objects(torch.nn.Module):   # log P(property | object at p), made up
+            ...     def concept_energies(self, x, heads, args):
+            ...         return torch.stack([-a.sum(1) for a in args], 1)   # [B, K]
+            >>> lib = ConceptLibrary().add("at", lambda x, a: x.sum(1), arity=2, kind="log_prob")
+            >>> lib = lib.add_objects("at", Objects(), {"color=red": "at[color=red]"})
+            >>> place = Concept("at", args=(0.2, 0.3))
+            >>> lib.resolve_bound(Concept("red"), place).head
+            'at[color=red]'
+        """
+        place_head = self._heads.get((None, place))
+        if place_head is None or place_head.parametric is False:
+            raise ValueError(f"{place!r} is not a parametric concept of this library; register "
+                             f"the place first (add or add_model with parametric=...)")
+        objects = ConceptLibrary()
+        for key, name in heads.items():
+            factor, value = _split_key(key)
+            objects._insert(Head(value, factor, model, name, "log_prob", True, 1.0,
+                                 place_head.arity, place_head.arg_range))
+        self._objects[place] = objects
+        return self
+
+    def resolve_bound(self, concept: Concept, place: Concept) -> Head:
+        """The :class:`Head` of ``concept`` as a property of the object at ``place`` (a
+        binding's leaf, :meth:`add_objects`); raises :class:`UnknownConceptError` when the
+        place's objects have no such property, or when ``place`` names no object with
+        properties here."""
+        place_head = self.resolve(place)
+        objects = self._objects.get(place_head.name)
+        if objects is None:
+            raise UnknownConceptError(
+                f"`{place}[...]`: the objects at `{place_head.name}` have no properties in this "
+                f"library, so nothing can be bound to them (a binding needs object heads: a "
+                f"model trained with --heads classifier on data whose objects are labelled, "
+                f"such as scenes); write `{place}` alone, or name its properties with &")
+        try:
+            head = objects._lookup(Concept(concept.name, concept.factor))
+        except UnknownConceptError:
+            raise UnknownConceptError(
+                f"`{Concept(concept.name, concept.factor)}` is not a property of the object at "
+                f"`{place_head.name}`; it can be: {', '.join(objects.spellings())}") from None
+        _check_arguments(head, place)
+        return head
+
     def set_base(self, fn: Callable | ConceptEnergyModel | None, head: str | None = None, *,
                  temperature: float = 1.0, kind: str = "energy") -> "ConceptLibrary":
         """Set the base energy ``E_0`` (``None`` removes it). With ``head``, ``fn`` is a
@@ -302,6 +356,7 @@ class ConceptLibrary:
             raise ValueError("both libraries have a base energy; call set_base(None) on one "
                              "before merging")
         out._base = b1 if b1 is not None else b2
+        out._objects = {**getattr(other, "_objects", {}), **self._objects}
         for hint in SAMPLING_HINTS + COMPOSE_HINTS:
             value = getattr(self, hint, None)
             setattr(out, hint, value if value is not None else getattr(other, hint, None))

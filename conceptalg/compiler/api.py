@@ -98,6 +98,12 @@ class _SymbolicLibrary:
             self._heads[key] = Head(c.name, c.factor, None, None, self.kind, None)
         return self._heads[key]
 
+    def resolve_bound(self, c: Concept, place: Concept) -> Head:
+        key = (c.name, c.factor, place.name)
+        if key not in self._heads:
+            self._heads[key] = Head(c.name, c.factor, None, None, "log_prob", True)
+        return self._heads[key]
+
     def names(self) -> list[str]:
         return [h.key for h in self._heads.values()]
 

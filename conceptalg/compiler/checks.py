@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from ..errors import CompileError
 from ..expr import Expr, as_expr
 from ..heads import Head
+from .bindings import lower_bindings
 from .leaves import Leaf
 from .normalize import SEMANTICS, _NOr, _Term, _normal_form
 from .semantics import semantics_named
@@ -177,7 +178,7 @@ def log_weight_table(expr: Expr, nf: _Term, semantics: str, or_log_weights: Any)
         return {}
     linear = semantics != "logic"
     if isinstance(or_log_weights, Mapping):
-        return {_normal_form(as_expr(text), linear):
+        return {_normal_form(lower_bindings(as_expr(text)), linear):
                 finite_log_weight(value, f"or_log_weights[{text!r}]")
                 for text, value in or_log_weights.items()}
     values = list(or_log_weights)

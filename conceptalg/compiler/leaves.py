@@ -4,7 +4,9 @@ Resolution asks the library for each concept's :class:`~conceptalg.heads.Head` a
 :class:`Leaf` per distinct (head, arguments): two spellings of one head (``red`` and
 ``color=red``) are one leaf, evaluated once. The energy program reads leaves by their index
 (slots ``0 .. n_leaves − 1``, :mod:`.plan`); the calls that evaluate them are grouped by
-:mod:`.calls`. A new kind of leaf is a new record here and a case in :func:`resolve_leaves`.
+:mod:`.calls`. A property of the object at a place (a binding's leaf,
+:class:`.bindings.BoundConcept`) resolves through the library's ``resolve_bound`` and is
+evaluated at the place's arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ..errors import CompileError, ConceptArgumentError, UnknownConceptError
 from ..expr import Concept, Expr, concepts
 from ..heads import Head
 from ..syntax import argument_position, error_position
+from .bindings import BoundConcept
 
 __all__ = ["Leaf", "resolve_leaves"]
 
@@ -55,7 +58,7 @@ def resolve_leaves(expr: Expr, library: Any,
     unknown = False
     for c in concepts(expr):
         try:
-            head = library.resolve(c)
+            head = _resolve(library, c)
         except UnknownConceptError as e:
             problems.append(str(e))
             unknown = True
@@ -78,6 +81,18 @@ def resolve_leaves(expr: Expr, library: Any,
         cls = UnknownConceptError if unknown else CompileError
         raise cls("\n".join(problems) + f"\n  in `{expr}`") from None
     return leaves, leaf_of
+
+
+def _resolve(library: Any, c: Concept) -> Head:
+    """``c``'s head: a property of the object at a place (:class:`.bindings.BoundConcept`)
+    through the library's ``resolve_bound``, any other concept through ``resolve``."""
+    if not isinstance(c, BoundConcept):
+        return library.resolve(c)
+    resolve_bound = getattr(library, "resolve_bound", None)
+    if resolve_bound is None:
+        raise UnknownConceptError(f"`{c.place}[...]`: {type(library).__name__} has no "
+                                  f"properties of objects, so nothing can be bound to a place")
+    return resolve_bound(c.concept, c.place)
 
 
 def _placed(c: Concept, e: ConceptArgumentError, text: str | None) -> ConceptArgumentError:

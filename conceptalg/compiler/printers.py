@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..expr import Concept, Expr, format_number
+from .bindings import has_bindings
 from .normalize import _NAnd, _NOr, _Term
 from .plan import _LogOr
 from .program import Program
@@ -241,6 +242,9 @@ def describe(program: Program) -> str:
     calls = program.calls
     lines = [f"expression:  {program.expr}", _semantics_line(program),
              f"normal form: {program.normal_form}",
+             *(["bindings:    at(p)[E] = at(p) & E@p: an object at p, of which E holds "
+                "(E@p: the object heads, reading a window around p)"]
+               if has_bindings(program.expr) else []),
              f"leaves ({len(program.leaves)}, evaluated in {len(calls)} "
              f"call{'s' if len(calls) != 1 else ''}):"]
     sizes = {(id(c.source), c.method): len(c.heads) for c in calls if c.batched}

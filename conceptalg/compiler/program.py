@@ -29,6 +29,7 @@ from ..errors import CompileError
 from ..expr import Expr, as_expr
 from ..heads import Head
 from ..library import as_library
+from .bindings import check_binding_semantics, lower_bindings
 from .calls import Call, plan_calls
 from .checks import (base_head, check_base, check_or_temperature, check_scores, log_weight_table,
                      resolve_negation, resolve_semantics)
@@ -140,10 +141,12 @@ def compile_program(expr_or_text: Expr | str, concepts: Any, *, base: Callable |
                                   negation_sigmas)
     tau = check_or_temperature(or_temperature, name, or_log_weights)
     library_base = base_head(base) if base is not None else getattr(library, "base", None)
-    nf = _normal_form(expr, sem.linear)
-    leaves, leaf_of = resolve_leaves(expr, library,
+    check_binding_semantics(expr, name)
+    lowered_expr = lower_bindings(expr)  # at(p)[E] -> at(p) & E@p (.bindings)
+    nf = _normal_form(lowered_expr, sem.linear)
+    leaves, leaf_of = resolve_leaves(lowered_expr, library,
                                      expr_or_text if isinstance(expr_or_text, str) else None)
-    log_weights = log_weight_table(expr, nf, name, or_log_weights)
+    log_weights = log_weight_table(lowered_expr, nf, name, or_log_weights)
     lowered = plan(nf, tuple(leaf_of.items()), sem.linear, tau, tuple(log_weights.items()))
     _check_log_weights_used(expr, log_weights, lowered)
     needs_base = library_base is not None and (

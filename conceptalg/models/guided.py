@@ -96,10 +96,13 @@ class GuidedDiffusionModel(DiffusionModel):
 
     @classmethod
     def over_base(cls, model: DiffusionModel, views: dict | None = None,
-                  options: dict | None = None) -> "GuidedDiffusionModel":
+                  options: dict | None = None,
+                  object_factors: dict | None = None) -> "GuidedDiffusionModel":
         """A guided model whose base is ``model``'s base (a film model), weight for weight,
         with fresh noise-aware classifiers over ``views`` (train them with
         ``DSMConfig(freeze_base=True)``): classifier heads added to a trained diffusion model.
+        ``object_factors`` adds object heads for bindings (the data's
+        :attr:`~conceptalg.training.ConceptData.object_factors`).
 
         Example:
             >>> from conceptalg.models import ModelConfig
@@ -120,6 +123,7 @@ class GuidedDiffusionModel(DiffusionModel):
         modules = {f: v for f, v in dict(views or {}).items() if isinstance(v, nn.Module)}
         config = dataclasses.replace(
             cfg, heads="classifier", backbone_options=backbone, classifiers=False,
+            object_factors=dict(object_factors or cfg.object_factors),
             views={f: view_name(v) for f, v in dict(views or {}).items()},
             composition={"semantics": "logic", "guidance_scale": 1.0})
         guided = cls(config, view_modules=modules).to(model.mean.device)
@@ -218,6 +222,16 @@ class GuidedDiffusionModel(DiffusionModel):
 
     def _head_kind(self) -> str:
         return "log_prob"
+
+    def as_concept_library(self):
+        """The concept library (:meth:`DiffusionModel.as_concept_library`), with the properties
+        of the object at each place (``object_factors``) for bindings."""
+        lib = super().as_concept_library()
+        for place in getattr(self, "object_heads", {}):
+            lib.add_objects(place, self, {f"{f}={v}": bound_head(place, f, v)
+                                          for f, values in self.config.object_factors.items()
+                                          for v in values})
+        return lib
 
 
 def with_classifiers_of(model: DiffusionModel, guided: GuidedDiffusionModel) -> DiffusionModel:
