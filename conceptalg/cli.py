@@ -77,7 +77,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
-    from .expr import format_tree, simplify, to_dict
+    from .expr import simplify
+    from .treeviews import format_tree, to_dict
     from .syntax import parse
 
     expr = parse(args.expr)

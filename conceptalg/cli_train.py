@@ -229,7 +229,8 @@ def _trainer(args: argparse.Namespace, data, device, out, say):
     if args.init is not None:  # continue from a trained model's weights
         model = _base_model(args.init, "--init")
     if args.base is not None:  # classifiers over a trained, frozen base
-        model = GuidedDiffusionModel.over_base(_base_model(args.base, "--base"), args.views_parsed)
+        model = GuidedDiffusionModel.over_base(_base_model(args.base, "--base"), args.views_parsed,
+                                               object_factors=data.object_factors)
         overrides["freeze_base"] = True
     return DSMTrainer(data, config=default_dsm_config(data.sample_shape, **overrides),
                       model=model, device=device, heads=args.heads, views=args.views_parsed,

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 
 __all__ = [
     "Expr", "Concept", "Not", "Weighted", "And", "Or", "Bound",
-    "simplify", "concepts", "format_number", "format_tree", "to_dict", "from_dict", "RESERVED",
+    "simplify", "concepts", "format_number", "RESERVED",
 ]
 
 RESERVED = frozenset({"and", "or", "not"})
@@ -61,9 +61,6 @@ class Expr:
     __slots__ = ("span", "_hash")
     _PRECEDENCE = 0  # binding strength used by the printer: Or 1, And 2, unary 3, atom 4
 
-    def _key(self) -> tuple:
-        raise NotImplementedError
-
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} nodes are immutable")
 
@@ -79,19 +76,19 @@ class Expr:
             return True
         if type(self) is not type(other):
             return NotImplemented
-        return hash(self) == hash(other) and self._key() == other._key()  # type: ignore
+        return hash(self) == hash(other) and self._args() == other._args()  # type: ignore
 
     def __hash__(self) -> int:
         h = self._hash
         if h is None:
-            h = hash((type(self).__name__, self._key()))
+            h = hash((type(self).__name__, self._args()))
             object.__setattr__(self, "_hash", h)
         return h
 
     def __reduce__(self):
         return (_rebuild, (type(self), self._args(), self.span))
 
-    def _args(self) -> tuple:
+    def _args(self) -> tuple:  # the constructor's arguments: equality, hash and pickling
         raise NotImplementedError
 
     def children(self) -> tuple["Expr", ...]:
@@ -224,9 +221,6 @@ class Concept(Expr):
     def is_parametric(self) -> bool:
         return self.args is not None
 
-    def _key(self):
-        return (self.name, self.factor, self.args)
-
     def _args(self):
         return (self.name, self.factor, self.args)
 
@@ -255,9 +249,6 @@ class Not(Expr):
         self._init_span(span)
 
     def children(self):
-        return (self.expr,)
-
-    def _key(self):
         return (self.expr,)
 
     def _args(self):
@@ -291,9 +282,6 @@ class Weighted(Expr):
     def children(self):
         return (self.expr,)
 
-    def _key(self):
-        return (self.weight, self.expr)
-
     def _args(self):
         return (self.weight, self.expr)
 
@@ -321,9 +309,6 @@ class _Nary(Expr):
         self._init_span(span)
 
     def children(self):
-        return self.terms
-
-    def _key(self):
         return self.terms
 
     def _args(self):
@@ -391,9 +376,6 @@ class Bound(Expr):
         self._init_span(span)
 
     def children(self):
-        return (self.place, self.body)
-
-    def _key(self):
         return (self.place, self.body)
 
     def _args(self):
@@ -542,91 +524,3 @@ def simplify(expr: Expr) -> Expr:
     elif isinstance(body, Bound):
         body = Bound(body.place, simplify(body.body))
     return _term(w, sign, body)
-
-
-# --- structured views (CLI tree, JSON) -----------------------------------------------------
-
-def to_dict(expr: Expr) -> dict:
-    """A JSON-ready dict of the tree (``{"type": "And", "terms": [...]}``; spans included).
-
-    Example:
-        >>> from conceptalg import parse
-        >>> d = to_dict(parse("at(1, 2)[red]"))
-        >>> d["type"], d["place"]["args"], d["body"]["name"], d["span"]
-        ('Bound', [1.0, 2.0], 'red', [0, 13])
-    """
-    out: dict = {"type": type(expr).__name__}
-    if isinstance(expr, Concept):
-        out["name"] = expr.name
-        if expr.factor is not None:
-            out["factor"] = expr.factor
-        if expr.args is not None:
-            out["args"] = list(expr.args)
-    elif isinstance(expr, Weighted):
-        out["weight"] = expr.weight
-        out["expr"] = to_dict(expr.expr)
-    elif isinstance(expr, Not):
-        out["expr"] = to_dict(expr.expr)
-    elif isinstance(expr, Bound):
-        out["place"] = to_dict(expr.place)
-        out["body"] = to_dict(expr.body)
-    else:
-        out["terms"] = [to_dict(t) for t in expr.children()]
-    if expr.span is not None:
-        out["span"] = list(expr.span)
-    return out
-
-
-def from_dict(data: dict) -> Expr:
-    """Inverse of :func:`to_dict`."""
-    kind = data["type"]
-    span = data.get("span")
-    if kind == "Concept":
-        return Concept(data["name"], data.get("factor"), data.get("args"), span=span)
-    if kind == "Weighted":
-        return Weighted(data["weight"], from_dict(data["expr"]), span=span)
-    if kind == "Not":
-        return Not(from_dict(data["expr"]), span=span)
-    if kind == "Bound":
-        return Bound(from_dict(data["place"]), from_dict(data["body"]), span=span)
-    if kind in ("And", "Or"):
-        cls = And if kind == "And" else Or
-        return cls(*[from_dict(t) for t in data["terms"]], span=span)
-    raise ValueError(f"unknown node type {kind!r}")
-
-
-def format_tree(expr: Expr, indent: str = "  ") -> str:
-    """An indented outline of the tree, one node per line; a binding's line names its place
-    and its body is indented below it, as a weight's line names the weight.
-
-    Example:
-        >>> from conceptalg import parse
-        >>> print(format_tree(parse("2*~red & circle")))
-        And
-          Weighted 2
-            Not
-              Concept red
-          Concept circle
-        >>> print(format_tree(parse("~at(0.3, 0.3)[red & circle]")))
-        Not
-          Bound at(0.3, 0.3)
-            And
-              Concept red
-              Concept circle
-    """
-    lines: list[str] = []
-    stack: list[tuple[Expr, int]] = [(expr, 0)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, Concept):
-            label = f"Concept {_concept_text(node)}"
-        elif isinstance(node, Weighted):
-            label = f"Weighted {format_number(node.weight)}"
-        elif isinstance(node, Bound):
-            label = f"Bound {_concept_text(node.place)}"
-        else:
-            label = type(node).__name__
-        lines.append(indent * level + label)
-        children = (node.body,) if isinstance(node, Bound) else node.children()
-        stack.extend((child, level + 1) for child in reversed(children))
-    return "\n".join(lines)

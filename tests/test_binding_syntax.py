@@ -10,7 +10,7 @@ import pytest
 from conceptalg import (And, Bound, Concept, ConceptSyntaxError, Not, Or, Weighted, concepts,
                         parse, simplify)
 from conceptalg.cli import main
-from conceptalg.expr import format_tree, from_dict, to_dict
+from conceptalg.treeviews import format_tree, from_dict, to_dict
 from conceptalg.syntax import MAX_DEPTH
 
 red, blue, circle, square = (Concept(n) for n in ("red", "blue", "circle", "square"))

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 import conceptalg
 from conceptalg import And, Bound, Concept, Not, Or, Weighted, concepts, parse, simplify
-from conceptalg.expr import NODE_TYPES, from_dict, to_dict
+from conceptalg.expr import NODE_TYPES
+from conceptalg.treeviews import from_dict, to_dict
 
 a, b, c = Concept("a"), Concept("b"), Concept("c")
 p = Concept("at", args=(1.0, 2.0))

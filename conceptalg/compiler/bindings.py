@@ -44,9 +44,6 @@ class BoundConcept(Concept):
         """The property without its place (``red``)."""
         return Concept(self.name, self.factor)
 
-    def _key(self):
-        return (self.name, self.factor, self.place)
-
     def _args(self):
         return (self.concept, self.place)
 

@@ -143,12 +143,13 @@ class ModelConfig:
         if isinstance(self.colour_blind, str):
             self.colour_blind = (self.colour_blind,)
         blind = tuple(str(f) for f in self.colour_blind)
-        unknown = [f for f in blind if f not in self.factors]
+        factors = {**self.factors, **self.object_factors}
+        unknown = [f for f in blind if f not in factors]
         if unknown:
             raise ValueError(f"colour_blind names {unknown}, which are not factors of the "
-                             f"model; its factors are {sorted(self.factors)}")
+                             f"model; its factors are {sorted(factors)}")
         views = {f: "colour-blind" for f in blind}
-        views.update(normalise_views(self.views, {**self.factors, **self.object_factors}))
+        views.update(normalise_views(self.views, factors))
         self.views = views
         self.colour_blind = tuple(f for f, v in views.items() if v == "colour-blind")
         if not views:
