@@ -230,3 +230,21 @@ def test_held_out_pairs_never_reach_a_scenes_training_batch():
     assert objects > 2 * 20 * 64
     assert not seen & DEFAULT_HOLDOUT, seen & DEFAULT_HOLDOUT
     assert len(seen) == 18 - len(DEFAULT_HOLDOUT)
+
+
+def test_the_command_line_trains_object_heads_over_a_film_base(tmp_path):
+    """`conceptalg train --heads classifier --base RUN --views ...` on scenes: the views name
+    the objects' factors, and the run's model answers bindings."""
+    data = builtin_data("scenes", n=32)
+    base = DSMTrainer(data, config=default_dsm_config((3, 32, 32), steps=1, batch_size=4),
+                      parameterization="score", backbone_options={"channels": (8,)})
+    base.fit()
+    base.save(tmp_path / "base")
+    assert cli_main(["train", "--data", "scenes", "--heads", "classifier", "--base",
+                     str(tmp_path / "base"), "--views", "shape=colour-blind,color=shape-blind",
+                     "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "4",
+                     "--n", "32", "--no-progress"]) == 0
+    model = conceptalg.load(tmp_path / "run")
+    assert model.config.object_factors == data.object_factors
+    assert model.config.views == {"shape": "colour-blind", "color": "shape-blind"}
+    assert conceptalg.compose("at(0.5, 0.5)[red & circle]", model).semantics == "logic"

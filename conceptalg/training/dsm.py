@@ -106,7 +106,8 @@ class DSMTrainer(TrainingRun):
                                                        heads, views), view_modules=modules)
         elif views or heads != "film" or parameterization != "energy":
             given = model.config
-            if (views and given.views != normalise_views(views, given.factors)) or \
+            factors = {**given.factors, **given.object_factors}
+            if (views and given.views != normalise_views(views, factors)) or \
                     (heads != "film" and heads != given.heads) or \
                     (parameterization != "energy" and parameterization != given.parameterization):
                 raise ValueError("heads=, views= and parameterization= build a new model; "
