@@ -11,8 +11,9 @@
    (shape, colour) pairs never seen in training, an OR (a score-only model samples it as a
    mixture: a disjunct per chain) and a negation that counts only at the coarse noise levels
    (``negation_sigmas``) — and label the samples with the exact decoder.
-5. Load the shipped scenes model (``models/scenes``) and put objects at 1, 2 and 3 requested
-   points (``at(x, y)`` window heads composed by AND), labelled by the exact scenes decoder.
+5. Load the shipped scenes model (``models/scenes``): objects at requested points
+   (``at(x, y)``) and objects with properties at points (bindings, ``at(x, y)[red & circle]``,
+   a held-out pair among them), labelled by the exact scenes decoder.
 
 Writes ``quickstart.png`` (and ``quickstart-shapes.png``, ``quickstart-scenes.png``) into
 ``--out`` (default ``out/``).
@@ -43,8 +44,13 @@ SHAPES_EXPRESSIONS = ["red & square", "blue & circle", "red & circle", "green & 
 #: (bench/truth_table.py); passed to compose until models/shapes records them in its
 #: composition defaults (then the model's own values are used)
 NEGATION = {"negation_scale": 1.5, "negation_sigmas": (2.0, None)}
-SCENES_EXPRESSIONS = ["at(0.3, 0.3)", "at(0.3, 0.3) & at(0.7, 0.65)",
-                      "at(0.25, 0.7) & at(0.5, 0.3) & at(0.75, 0.7)"]
+#: objects at points, then objects with properties at points (bindings); a red circle is a
+#: (shape, colour) pair that no training scene holds
+SCENES_EXPRESSIONS = ["at(0.3, 0.3) & at(0.7, 0.65)",
+                      "at(0.3, 0.3)[red & square] & at(0.7, 0.7)[blue & circle]",
+                      "at(0.3, 0.7)[red & circle]",
+                      "at(0.25, 0.3)[green & triangle] & at(0.7, 0.3)[yellow] & "
+                      "at(0.5, 0.75)[~red]"]
 
 
 def section(title: str) -> None:
@@ -166,12 +172,13 @@ def shapes_part(shipped: Path, out: Path, n: int = 32) -> None:
 
 def scenes_part(shipped: Path, out: Path, n: int = 16) -> None:
     """Objects at requested points from the shipped scenes model; *correct* = a valid scene of
-    clean objects with an object within 0.1 of every point (docs/design.md §8)."""
+    clean objects with an object within 0.1 of every point, of which every binding's properties
+    hold (docs/design.md §8)."""
     from conceptalg.evaluation.classifiers import ScenesEvaluator
     from conceptalg.evaluation.metrics import score
     from conceptalg.plots import save_expression_grid
 
-    section("5. the shipped scenes model: objects at requested points")
+    section("5. the shipped scenes model: objects (with properties) at requested points")
     model = conceptalg.load(shipped)
     evaluate = ScenesEvaluator()
     rows, notes = {}, {}

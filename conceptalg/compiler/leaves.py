@@ -44,31 +44,39 @@ class Leaf:
     args: tuple | None
 
 
-def resolve_leaves(expr: Expr, library: Any,
-                   text: str | None = None) -> tuple[list[Leaf], dict[Concept, int]]:
+def resolve_leaves(expr: Expr, library: Any, text: str | None = None, *,
+                   shown: Expr | None = None) -> tuple[list[Leaf], dict[Concept, int]]:
     """The distinct leaves (one per head and arguments) and each concept's leaf index; every
-    unknown name is reported at once. When only arguments are wrong, the first such concept
-    is a :class:`ConceptArgumentError` placed in ``text`` (the expression's source, if it was
-    text) under the concept or its offending argument."""
+    unknown name is reported at once (a property bound to a place that failed is not reported
+    again), naming ``shown`` (default ``expr``: the expression as the user wrote it, before
+    bindings were lowered). When only arguments are wrong, the first such concept is a
+    :class:`ConceptArgumentError` placed in ``text`` (the expression's source, if it was text)
+    under the concept or its offending argument."""
     leaves: list[Leaf] = []
     index: dict[tuple, int] = {}
     leaf_of: dict[Concept, int] = {}
     problems: list[str] = []
     misfits: list[tuple[Concept, ConceptArgumentError]] = []
+    failed: set[Concept] = set()
     unknown = False
     for c in concepts(expr):
+        if isinstance(c, BoundConcept) and c.place in failed:
+            continue
         try:
             head = _resolve(library, c)
         except UnknownConceptError as e:
             problems.append(str(e))
             unknown = True
+            failed.add(c)
             continue
         except ConceptArgumentError as e:
             problems.append(e.message)
             misfits.append((c, e))
+            failed.add(c)
             continue
         except CompileError as e:
             problems.append(str(e))
+            failed.add(c)
             continue
         key = (head, c.args)
         if key not in index:
@@ -79,7 +87,7 @@ def resolve_leaves(expr: Expr, library: Any,
         raise _placed(*misfits[0], text) from None
     if problems:
         cls = UnknownConceptError if unknown else CompileError
-        raise cls("\n".join(problems) + f"\n  in `{expr}`") from None
+        raise cls("\n".join(problems) + f"\n  in `{expr if shown is None else shown}`") from None
     return leaves, leaf_of
 
 

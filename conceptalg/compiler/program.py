@@ -145,7 +145,8 @@ def compile_program(expr_or_text: Expr | str, concepts: Any, *, base: Callable |
     lowered_expr = lower_bindings(expr)  # at(p)[E] -> at(p) & E@p (.bindings)
     nf = _normal_form(lowered_expr, sem.linear)
     leaves, leaf_of = resolve_leaves(lowered_expr, library,
-                                     expr_or_text if isinstance(expr_or_text, str) else None)
+                                     expr_or_text if isinstance(expr_or_text, str) else None,
+                                     shown=expr)
     log_weights = log_weight_table(lowered_expr, nf, name, or_log_weights)
     lowered = plan(nf, tuple(leaf_of.items()), sem.linear, tau, tuple(log_weights.items()))
     _check_log_weights_used(expr, log_weights, lowered)
