@@ -32,3 +32,16 @@ def test_the_shapes_part_shows_an_or_and_a_not(tmp_path, capsys):
     assert "negation x" in negation and "at σ ≥" in negation
     image = matplotlib.image.imread(tmp_path / "quickstart-shapes.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_the_scenes_part_asks_for_bound_objects_and_a_held_out_pair(tmp_path, capsys):
+    example = _example()
+    bound = [t for t in example.SCENES_EXPRESSIONS if "[" in t]
+    assert bound and any("red & circle" in t for t in bound)   # a pair no training scene holds
+    example.scenes_part(ROOT / "models" / "scenes", tmp_path, n=2)
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if "(n = 2, exact scenes decoder)" in line]
+    assert [line.rsplit(" correct ", 1)[0].strip() for line in lines] == \
+        [t.strip() for t in example.SCENES_EXPRESSIONS]
+    image = matplotlib.image.imread(tmp_path / "quickstart-scenes.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100
