@@ -435,10 +435,6 @@ class DiffusionModel(ConfigHints, nn.Module):
         """The base energy ``E_0(x, σ)`` ``[B]`` (energy form)."""
         return self.concept_energies(x, [self.base_name], sigma=sigma)[:, 0]
 
-    #: how the library reads the concept heads (a guided model: ``"log_prob"``)
-    def _head_kind(self) -> str:
-        return "energy" if self.energy_form else "score"
-
     def as_concept_library(self):
         """A :class:`~conceptalg.library.ConceptLibrary` over the heads (σ-aware; kind
         ``"score"`` for the score form), carrying the sampling and composition defaults."""
@@ -448,7 +444,8 @@ class DiffusionModel(ConfigHints, nn.Module):
         kind = "energy" if self.energy_form else "score"
         lib = ConceptLibrary()
         lib.add_model(self, {name: None for name in self.head_names},
-                      kind=self._head_kind(), parametric=list(cfg.parametric))
+                      kind="log_prob" if self.guided else kind,  # classifiers: log p(c|x)
+                      parametric=list(cfg.parametric))
         lib.set_base(self, self.base_name, kind=kind)
         lib.sample_shape = cfg.sample_shape
         lib.bounds = cfg.bounds

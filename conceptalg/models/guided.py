@@ -220,9 +220,6 @@ class GuidedDiffusionModel(DiffusionModel):
                 columns.append(base + g)
         return torch.stack(columns, dim=1)
 
-    def _head_kind(self) -> str:
-        return "log_prob"
-
     def as_concept_library(self):
         """The concept library (:meth:`DiffusionModel.as_concept_library`), with the properties
         of the object at each place (``object_factors``) for bindings."""
@@ -270,8 +267,9 @@ def with_classifiers_of(model: DiffusionModel, guided: GuidedDiffusionModel) -> 
                                  backbone_options=options)
     out = DiffusionModel(config).to(model.mean.device)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith(("classifiers.", "classifier_noise."))
-                                  for k in missing), (missing, unexpected)
+    if unexpected or not all(k.startswith(("classifiers.", "classifier_noise.")) for k in missing):
+        raise RuntimeError(f"the model's weights do not fit its own layout with classifiers: "
+                           f"missing {missing}, unexpected {unexpected}")
     out.classifiers.load_state_dict(guided.classifiers.state_dict())
     out.classifier_noise.load_state_dict(guided.classifier_noise.state_dict())
     return out.eval()
